@@ -1,0 +1,3 @@
+"""colajax: Cola DLM in JAX."""
+
+__version__ = "0.1.0"
