@@ -9,8 +9,15 @@ import dataclasses
 from typing import Any
 
 
+# HF config keys that collide with colajax-only fields: the stored `dtype` is the storage dtype
+# of the weights, not our compute dtype, so it is never taken from a released config.
+_HF_IGNORED = ("dtype", "torch_dtype", "remat")
+
+
 def _build(cls, d: dict[str, Any], *, strict: bool):
     names = {f.name for f in dataclasses.fields(cls)}
+    if not strict:
+        d = {k: v for k, v in d.items() if k not in _HF_IGNORED}
     unknown = sorted(set(d) - names)
     if strict and unknown:
         raise ValueError(
