@@ -7,6 +7,7 @@ multi-axis kernels (qkv `(embed, 3, heads, kv)`, attn_out `(heads, kv, embed)`, 
 LayerNorm `weight` becomes `scale`. The key set and every shape are checked first.
 """
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ def vae_config_from_hf(d: dict[str, Any], **overrides) -> VAEConfig:
     if not d.get("rope_full_precision", True):
         raise ValueError("rope_full_precision=False is not supported; RoPE is computed in fp32.")
     clean = {k: v for k, v in d.items() if k not in _NOT_HYPERPARAMS}
-    cfg = VAEConfig.from_hf({**clean, **overrides})
+    cfg = dataclasses.replace(VAEConfig.from_hf(clean), **overrides)
     validate_config(cfg)
     return cfg
 

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from colajax.models.layers import precision_for, round_to
+
 NEG_INF = float(np.finfo(np.float32).min)
 
 
@@ -105,14 +107,25 @@ def attend(q_BQHD, k_BKHD, v_BKHD, mask_B1QK, dtype):
     Rows without any visible key produce a uniform average (they are padding; ignore them).
     """
     d = q_BQHD.shape[-1]
-    q = (q_BQHD.astype(jnp.float32) * (1.0 / np.sqrt(d))).astype(dtype)
+    prec = precision_for(dtype)
+    q = round_to(q_BQHD.astype(jnp.float32) * (1.0 / np.sqrt(d)), dtype)
     s = jnp.einsum(
-        "bqhd,bkhd->bhqk", q, k_BKHD.astype(dtype), preferred_element_type=jnp.float32
-    ).astype(dtype)
-    s = jnp.where(mask_B1QK, s.astype(jnp.float32), NEG_INF)
-    p = jax.nn.softmax(s, axis=-1).astype(dtype)
-    o = jnp.einsum("bhqk,bkhd->bqhd", p, v_BKHD.astype(dtype), preferred_element_type=jnp.float32)
-    return o.astype(dtype)
+        "bqhd,bkhd->bhqk",
+        q,
+        k_BKHD.astype(dtype),
+        precision=prec,
+        preferred_element_type=jnp.float32,
+    )
+    s = jnp.where(mask_B1QK, round_to(s, dtype).astype(jnp.float32), NEG_INF)
+    p = round_to(jax.nn.softmax(s, axis=-1), dtype)
+    o = jnp.einsum(
+        "bhqk,bkhd->bqhd",
+        p,
+        v_BKHD.astype(dtype),
+        precision=prec,
+        preferred_element_type=jnp.float32,
+    )
+    return round_to(o, dtype)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@
 import dataclasses
 from typing import Any
 
-
 # HF config keys that collide with colajax-only fields: the stored `dtype` is the storage dtype
 # of the weights, not our compute dtype, so it is never taken from a released config.
 _HF_IGNORED = ("dtype", "torch_dtype", "remat")

@@ -21,13 +21,33 @@ def dtype_of(name: str) -> jnp.dtype:
     return jnp.dtype(name)
 
 
+def round_to(x, dtype) -> jax.Array:
+    """Round to `dtype` once (float32 arithmetic in, `dtype` out).
+
+    For bfloat16 the rounding is an explicit `reduce_precision`, because XLA
+    (xla_allow_excess_precision, on by default on GPU) may drop a plain f32->bf16->f32 pair.
+    """
+    if jnp.dtype(dtype) == jnp.bfloat16:
+        x = jax.lax.reduce_precision(x.astype(jnp.float32), exponent_bits=8, mantissa_bits=7)
+    return x.astype(dtype)
+
+
+def precision_for(dtype) -> jax.lax.Precision:
+    """float32 compute means true float32 matmuls (no TF32 / bf16 passes on GPU and TPU)."""
+    return jax.lax.Precision.HIGHEST if jnp.dtype(dtype) == jnp.float32 else None
+
+
 def matmul(x, w, contract: int, dtype) -> jax.Array:
     """Contract the last `contract` axes of x with the first of w; f32 accumulation."""
     dims = ((tuple(range(x.ndim - contract, x.ndim)), tuple(range(contract))), ((), ()))
     y = jax.lax.dot_general(
-        x.astype(dtype), w.astype(dtype), dims, preferred_element_type=jnp.float32
+        x.astype(dtype),
+        w.astype(dtype),
+        dims,
+        precision=precision_for(dtype),
+        preferred_element_type=jnp.float32,
     )
-    return y.astype(dtype)
+    return round_to(y, dtype)
 
 
 class Dense(nn.Module):
@@ -66,7 +86,7 @@ class Dense(nn.Module):
                 jnp.float32,
             )
             # Bias add happens on the rounded matmul output, as a Linear under autocast does.
-            y = (y.astype(jnp.float32) + bias).astype(y.dtype)
+            y = round_to(y.astype(jnp.float32) + bias, y.dtype)
         return y
 
 

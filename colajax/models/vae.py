@@ -24,7 +24,7 @@ from colajax.models.attention import (
     write_rows,
 )
 from colajax.models.config import VAEConfig
-from colajax.models.layers import Dense, LayerNorm, dtype_of, truncated_normal
+from colajax.models.layers import Dense, LayerNorm, dtype_of, round_to, truncated_normal
 from colajax.models.posterior import LOGVAR_MIN
 
 INIT_STD = 0.02  # official init_fn="normal": truncated N(0, 0.02^2) at +-3 std
@@ -105,13 +105,13 @@ class TextVAEBlock(nn.Module):
         dt = dtype_of(self.config.dtype)
         h = self.ffn_proj(x).astype(jnp.float32)
         if self.config.act == "swiglu":  # [value | gate]; silu(gate) and the product round once
-            gate = jax.nn.silu(h[..., 1, :]).astype(dt).astype(jnp.float32)
+            gate = round_to(jax.nn.silu(h[..., 1, :]), dt).astype(jnp.float32)
             h = h[..., 0, :] * gate
         elif self.config.act == "silu":
             h = jax.nn.silu(h)
         else:  # torch nn.GELU(): exact erf form
             h = jax.nn.gelu(h, approximate=False)
-        return self.ffn_out(h.astype(dt))
+        return self.ffn_out(round_to(h, dt))
 
     def __call__(self, x_BLD, pos_BL, mask_B1QK, cache_k_BSHD=None, cache_v_BSHD=None):
         """Returns (out_BLD, k_BLHD, v_BLHD); k/v of the new rows are post-norm, post-RoPE in
@@ -124,9 +124,9 @@ class TextVAEBlock(nn.Module):
             qkv = jnp.clip(qkv, -cfg.clip_qkv, cfg.clip_qkv)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if cfg.qk_norm:  # float32 LayerNorm, cast back to the projection dtype
-            q, k = self.q_norm(q).astype(dt), self.k_norm(k).astype(dt)
-        q = rope_half(q, pos_BL, cfg.rope_theta).astype(dt)
-        k = rope_half(k, pos_BL, cfg.rope_theta).astype(dt)
+            q, k = round_to(self.q_norm(q), dt), round_to(self.k_norm(k), dt)
+        q = round_to(rope_half(q, pos_BL, cfg.rope_theta), dt)
+        k = round_to(rope_half(k, pos_BL, cfg.rope_theta), dt)
         keys, vals = k, v
         if cache_k_BSHD is not None:
             keys = jnp.concatenate([cache_k_BSHD.astype(dt), k], axis=1)

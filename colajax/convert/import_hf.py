@@ -1,0 +1,116 @@
+"""`colajax import-hf`: released HF Cola DLM weights -> a colajax params checkpoint.
+
+    colajax import-hf --vae cola_vae/ --dit cola_dit/ --out ckpt/ [--dtype bfloat16]
+
+Reads both HF directories (`config.json` + `model.safetensors` or a sharded index), checks
+that the VAE and DiT agree (latent width, block size), maps the tensors onto the colajax
+param trees and writes `{"vae": ..., "dit": ...}` + meta (both model configs, source) with
+`checkpoint.save_params_checkpoint` (atomic; an existing non-empty OUT is refused).
+`--dtype` sets the recorded compute dtype; parameters are always stored in float32.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+import jax
+import numpy as np
+
+from colajax import checkpoint
+from colajax.convert.hf_dit import dit_config_from_hf, dit_params_from_hf
+from colajax.convert.hf_io import load_hf_dir
+from colajax.convert.hf_vae import vae_config_from_hf, vae_params_from_hf
+from colajax.models.config import check_compatible
+
+MODEL_TYPES = {"vae": "cola_text_vae", "dit": "cola_dit"}
+
+
+def _check_model_type(config: dict, which: str, path: str) -> None:
+    got, want = config.get("model_type"), MODEL_TYPES[which]
+    if got is not None and got != want:
+        other = {v: k for k, v in MODEL_TYPES.items()}.get(got)
+        hint = f"; it looks like the {other.upper()}, pass it as --{other}" if other else ""
+        raise ValueError(f"{path}: model_type is {got!r}, expected {want!r}{hint}.")
+
+
+def param_count(tree: Any) -> int:
+    return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
+
+
+def import_hf(vae_dir: str, dit_dir: str, dtype: str = "float32"):
+    """Convert both HF directories in memory -> (params {"vae", "dit"}, meta)."""
+    vae_hf, vae_tensors = load_hf_dir(vae_dir)
+    dit_hf, dit_tensors = load_hf_dir(dit_dir)
+    _check_model_type(vae_hf, "vae", vae_dir)
+    _check_model_type(dit_hf, "dit", dit_dir)
+    # The compute dtype is ours to choose; the HF `dtype`/`torch_dtype` is the storage dtype.
+    vae_cfg = dataclasses.replace(vae_config_from_hf(vae_hf), dtype=dtype)
+    dit_cfg = dit_config_from_hf(dit_hf, dtype=dtype)
+    check_compatible(vae_cfg, dit_cfg)
+    params = {
+        "vae": vae_params_from_hf(vae_tensors, vae_cfg),
+        "dit": dit_params_from_hf(dit_tensors, dit_cfg),
+    }
+    meta = {
+        "vae_config": dataclasses.asdict(vae_cfg),
+        "dit_config": dataclasses.asdict(dit_cfg),
+        "source": {
+            "format": "hf-safetensors",
+            "vae_dir": os.path.abspath(vae_dir),
+            "dit_dir": os.path.abspath(dit_dir),
+            "vae_tensors": len(vae_tensors),
+            "dit_tensors": len(dit_tensors),
+            "vae_model_type": vae_hf.get("model_type"),
+            "dit_model_type": dit_hf.get("model_type"),
+        },
+    }
+    return params, meta
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="colajax import-hf",
+        description="Convert released HF Cola DLM weights (cola_vae/, cola_dit/) to a colajax "
+        "params checkpoint.",
+    )
+    p.add_argument("--vae", required=True, help="HF VAE directory (config.json + safetensors)")
+    p.add_argument("--dit", required=True, help="HF DiT directory (config.json + safetensors)")
+    p.add_argument("--out", required=True, help="new checkpoint directory (must not exist)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="compute dtype recorded in the model configs (bfloat16 = the official autocast "
+        "numerics); params are stored in float32 either way",
+    )
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if os.path.exists(args.out) and (not os.path.isdir(args.out) or os.listdir(args.out)):
+            raise FileExistsError(
+                f"{args.out} already exists and is not empty; choose a new --out directory "
+                "(existing checkpoints are never overwritten)."
+            )
+        params, meta = import_hf(args.vae, args.dit, args.dtype)
+        # Host (CPU) jax arrays, so a restore without target shapes yields jax arrays too.
+        params = jax.device_put(params, jax.devices("cpu")[0])
+        checkpoint.save_params_checkpoint(args.out, params, meta)
+    except (OSError, ValueError) as e:
+        print(f"colajax import-hf: error: {e}", file=sys.stderr)
+        return 2
+    summary = {
+        "out": os.path.abspath(args.out),
+        "dtype": args.dtype,
+        "vae_tensors": meta["source"]["vae_tensors"],
+        "dit_tensors": meta["source"]["dit_tensors"],
+        "vae_params": param_count(params["vae"]),
+        "dit_params": param_count(params["dit"]),
+    }
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,307 @@
+"""Block-causal flow-matching DiT prior (the official `ColaDiTModel`, spec §3).
+
+Input latents `[B, L, C]` plus a timestep per row on the 0..1000 scale -> predicted velocity
+`[B, L, C]` (float32). Blocks are adaLN-modulated (`LN(h)*(1+scale)+shift`, un-offset gates),
+attention has per-head q/k LayerNorm and GPT-J interleaved partial RoPE, the MLP is GELU-tanh.
+
+Mixed precision (`config.dtype == 'bfloat16'`) follows the official autocast numerics (spec §5):
+bf16 residual stream, bf16 matmul outputs, float32 LayerNorm/softmax/RoPE, `1 + scale` rounded to
+bf16 before the float32 modulation, elementwise bf16 ops computed in float32 and rounded once.
+Timesteps are rounded to bf16 first, as the official callers do. Parameters are float32.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from colajax.models import attention
+from colajax.models.config import DiTConfig
+from colajax.models.layers import Dense, LayerNorm, dtype_of, round_to
+
+SINUSOID_DIM = 256
+ROPE_THETA = 10000.0
+MAX_PERIOD = 10000.0
+
+
+def check_config(cfg: DiTConfig) -> None:
+    """Reject configurations the official model cannot run (or that this port does not)."""
+    if cfg.patch_size != 1:
+        raise ValueError(
+            f"DiT patch_size={cfg.patch_size} is not supported (the official patch_size > 1 path "
+            "is broken, spec §11.4); use patch_size=1."
+        )
+    if cfg.emb_dim != cfg.txt_dim:
+        raise ValueError(
+            f"DiT emb_dim ({cfg.emb_dim}) must equal txt_dim ({cfg.txt_dim}): the AdaLN layers "
+            "read the timestep embedding with txt_dim inputs. Set emb_dim = txt_dim."
+        )
+    if cfg.rope_dim % 2 or not 0 <= cfg.rope_dim <= cfg.head_dim:
+        raise ValueError(
+            f"DiT rope_dim ({cfg.rope_dim}) must be even and at most head_dim ({cfg.head_dim})."
+        )
+    dtype_of(cfg.dtype)
+
+
+def xavier_uniform(contract: int, n_out: int) -> nn.initializers.Initializer:
+    """Xavier-uniform over a multi-axis kernel (fans = products of the in / out axes)."""
+    return nn.initializers.variance_scaling(
+        1.0,
+        "fan_avg",
+        "uniform",
+        in_axis=tuple(range(contract)),
+        out_axis=tuple(range(-n_out, 0)),
+    )
+
+
+def _dense(features, axes, cfg: DiTConfig, *, contract=1, use_bias=True, name=None) -> Dense:
+    features = tuple(features)
+    return Dense(
+        features=features,
+        axes=axes,
+        contract=contract,
+        use_bias=use_bias,
+        dtype=cfg.dtype,
+        kernel_init=xavier_uniform(contract, len(features)),
+        name=name,
+    )
+
+
+def timestep_freqs() -> np.ndarray:
+    """`exp(-ln(10000) * j / 128)`, j < 128, as the official float32 computation rounds it."""
+    half = SINUSOID_DIM // 2
+    exponent = np.float32(-math.log(MAX_PERIOD)) * np.arange(half, dtype=np.float32)
+    exponent = exponent / np.float32(half)
+    return np.exp(exponent.astype(np.float64)).astype(np.float32)
+
+
+def timestep_sinusoid(t_BL) -> jax.Array:
+    """`[sin(t f), cos(t f)]` (sin first), width 256, float32."""
+    ang = t_BL.astype(jnp.float32)[..., None] * jnp.asarray(timestep_freqs())
+    return jnp.concatenate([jnp.sin(ang), jnp.cos(ang)], axis=-1)
+
+
+def silu(x):
+    """SiLU computed in float32 and rounded once to the input dtype."""
+    return round_to(jax.nn.silu(x.astype(jnp.float32)), x.dtype)
+
+
+def modulate(x_f32, shift, scale, dtype):
+    """`x * (1 + scale) + shift` with `1 + scale` rounded to the compute dtype; float32 result."""
+    one_plus = round_to(1.0 + scale.astype(jnp.float32), dtype).astype(jnp.float32)
+    return x_f32.astype(jnp.float32) * one_plus + shift.astype(jnp.float32)
+
+
+def gated_residual(h, y, gate, dtype):
+    """`y * gate + h` as two compute-dtype ops (each computed in float32, rounded once)."""
+    yg = round_to(y.astype(jnp.float32) * gate.astype(jnp.float32), dtype)
+    return round_to(yg.astype(jnp.float32) + h.astype(jnp.float32), dtype)
+
+
+class TimestepEmbedding(nn.Module):
+    """Sinusoid(256) -> Linear -> SiLU -> Linear -> SiLU -> Linear (no final activation)."""
+
+    config: DiTConfig
+
+    @nn.compact
+    def __call__(self, t_BL):
+        cfg = self.config
+        dt = dtype_of(cfg.dtype)
+        e = timestep_sinusoid(t_BL).astype(dt)
+        e = silu(_dense((cfg.txt_dim,), (None, "embed"), cfg, name="proj_in")(e))
+        e = silu(_dense((cfg.txt_dim,), ("embed", "mlp"), cfg, name="proj_hid")(e))
+        return _dense((cfg.emb_dim,), ("mlp", "embed"), cfg, name="proj_out")(e)
+
+
+class BlockModulation(nn.Module):
+    """The four AdaLN linears of a block (input: SiLU(timestep embedding))."""
+
+    config: DiTConfig
+
+    @nn.compact
+    def __call__(self, e_silu):
+        cfg = self.config
+        d = cfg.txt_dim
+        ss = lambda name: _dense((2, d), ("embed", None, "mlp"), cfg, name=name)(e_silu)
+        gate = lambda name: _dense((d,), ("embed", "mlp"), cfg, name=name)(e_silu)
+        msa_in, msa_gate = ss("msa_in"), gate("msa_out")
+        mlp_in, mlp_gate = ss("mlp_in"), gate("mlp_out")
+        return (
+            msa_in[..., 0, :],
+            msa_in[..., 1, :],
+            msa_gate,
+            mlp_in[..., 0, :],
+            mlp_in[..., 1, :],
+            mlp_gate,
+        )
+
+
+class DiTAttention(nn.Module):
+    """Fused qkv, per-head q/k LayerNorm, interleaved partial RoPE, optional past K/V."""
+
+    config: DiTConfig
+
+    @nn.compact
+    def __call__(self, a_BQD, q_pos_BQ, mask_B1QK, past_k=None, past_v=None):
+        """Returns (out_BQD, k_BQHD, v_BQHD); k/v are post-norm, post-RoPE, compute dtype."""
+        cfg = self.config
+        dt = dtype_of(cfg.dtype)
+        qkv = _dense(
+            (3, cfg.heads, cfg.head_dim),
+            ("embed", None, "heads", "kv"),
+            cfg,
+            use_bias=cfg.qk_bias,
+            name="proj_qkv",
+        )(a_BQD)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        q = LayerNorm(cfg.norm_eps, axes=("kv",), name="norm_q")(q)
+        k = LayerNorm(cfg.norm_eps, axes=("kv",), name="norm_k")(k)
+        q = round_to(attention.rope_interleaved(q, q_pos_BQ, ROPE_THETA, cfg.rope_dim), dt)
+        k = round_to(attention.rope_interleaved(k, q_pos_BQ, ROPE_THETA, cfg.rope_dim), dt)
+        v = v.astype(dt)
+        k_all, v_all = k, v
+        if past_k is not None:
+            k_all = jnp.concatenate([past_k.astype(dt), k], axis=1)
+            v_all = jnp.concatenate([past_v.astype(dt), v], axis=1)
+        o = attention.attend(q, k_all, v_all, mask_B1QK, dt)
+        out = _dense(
+            (cfg.txt_dim,),
+            ("heads", "kv", "embed"),
+            cfg,
+            contract=2,
+            use_bias=cfg.qk_bias,
+            name="proj_out",
+        )(o)
+        return out, k, v
+
+
+class DiTMLP(nn.Module):
+    config: DiTConfig
+
+    @nn.compact
+    def __call__(self, m):
+        cfg = self.config
+        hidden = cfg.expand_ratio * cfg.txt_dim
+        y = _dense((hidden,), ("embed", "mlp"), cfg, name="proj_in")(m)
+        y = round_to(jax.nn.gelu(y.astype(jnp.float32), approximate=True), y.dtype)
+        return _dense((cfg.txt_dim,), ("mlp", "embed"), cfg, name="proj_out")(y)
+
+
+class DiTBlock(nn.Module):
+    """adaLN block: attention and MLP sub-layers, each `LN -> modulate -> f -> gate -> +h`."""
+
+    config: DiTConfig
+
+    @nn.compact
+    def __call__(self, h, e_silu, q_pos_BQ, mask_B1QK, past_k=None, past_v=None):
+        cfg = self.config
+        dt = dtype_of(cfg.dtype)
+        shift1, scale1, gate1, shift2, scale2, gate2 = BlockModulation(cfg, name="ada")(e_silu)
+        norm = LayerNorm(cfg.norm_eps, affine=False)
+        a = modulate(norm(h), shift1, scale1, dt)
+        y, k, v = DiTAttention(cfg, name="msa")(a, q_pos_BQ, mask_B1QK, past_k, past_v)
+        h = gated_residual(h, y, gate1, dt)
+        m = modulate(norm(h), shift2, scale2, dt)
+        h = gated_residual(h, DiTMLP(cfg, name="mlp")(m), gate2, dt)
+        return h, k, v
+
+
+class DiT(nn.Module):
+    """The DiT prior. `__call__` = full (padded) sequences; `cached` = rows after a KV cache."""
+
+    config: DiTConfig
+
+    def setup(self):
+        cfg = self.config
+        check_config(cfg)
+        self.txt_in = _dense((cfg.txt_dim,), ("latent", "embed"), cfg)
+        self.emb_in = TimestepEmbedding(cfg)
+        block = nn.remat(DiTBlock) if cfg.remat else DiTBlock
+        self.blocks = [block(cfg) for _ in range(cfg.num_layers)]
+        self.txt_out_norm = LayerNorm(cfg.norm_eps, axes=("embed",))
+        self.txt_out_ada = _dense((2, cfg.txt_dim), ("embed", None, "mlp"), cfg)
+        self.txt_out = _dense((cfg.txt_out_channels,), ("embed", "latent"), cfg)
+
+    def _embed(self, x_BLC, t):
+        """Input projection and SiLU(timestep embedding) (t: per row [B, L] or per sample [B])."""
+        cfg = self.config
+        if x_BLC.shape[-1] != cfg.txt_in_channels:
+            raise ValueError(
+                f"DiT input has {x_BLC.shape[-1]} channels, config txt_in_channels is "
+                f"{cfg.txt_in_channels}."
+            )
+        dt = dtype_of(cfg.dtype)
+        t = jnp.asarray(t)
+        if t.ndim == 1:
+            t = t[:, None]
+        t = jnp.broadcast_to(t, x_BLC.shape[:2])
+        # The official callers hand the DiT bf16 timesteps; idempotent if already rounded.
+        t = round_to(t.astype(jnp.float32), dt).astype(jnp.float32)
+        h = self.txt_in(x_BLC)
+        e_silu = silu(self.emb_in(t))
+        return h, e_silu
+
+    def _head(self, h, e_silu):
+        dt = dtype_of(self.config.dtype)
+        ss = self.txt_out_ada(e_silu)
+        y = modulate(self.txt_out_norm(h), ss[..., 0, :], ss[..., 1, :], dt)
+        return self.txt_out(y).astype(jnp.float32)
+
+    def __call__(self, x_BLC, t_BL, positions_BL=None, segment_ids_BL=None, mask_B1LL=None):
+        """Velocity for padded sequences; `mask_B1LL` (bool) overrides the block-causal mask."""
+        b, length = x_BLC.shape[:2]
+        if positions_BL is None:
+            positions_BL = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
+        if segment_ids_BL is None:
+            segment_ids_BL = jnp.ones((b, length), jnp.int32)
+        if mask_B1LL is None:
+            mask_B1LL = attention.block_causal_mask(
+                positions_BL, positions_BL, self.config.block_size, segment_ids_BL, segment_ids_BL
+            )
+        h, e_silu = self._embed(x_BLC, t_BL)
+        for blk in self.blocks:
+            h, _, _ = blk(h, e_silu, positions_BL, mask_B1LL)
+        return self._head(h, e_silu)
+
+    def cached(self, x_BQC, t_BQ, cache, new_lengths_B=None, update=False):
+        """Rows at positions `end .. end+Q-1` attending to the valid cache slots and themselves.
+
+        With `update=True` their K/V are written to the cache and `end` advances by
+        `new_lengths_B` (default Q). Returns (v_BQC float32, cache).
+        """
+        cfg = self.config
+        if len(cache["layers"]) != cfg.num_layers:
+            raise ValueError(
+                f"cache has {len(cache['layers'])} layers, the DiT has {cfg.num_layers}; build it "
+                "with init_dit_cache(config, ...)."
+            )
+        b, q_len = x_BQC.shape[:2]
+        if new_lengths_B is None:
+            new_lengths_B = jnp.full((b,), q_len, jnp.int32)
+        q_pos, q_seg, k_pos, k_seg = attention.cached_layout(cache, q_len, new_lengths_B)
+        mask = attention.block_causal_mask(q_pos, k_pos, cfg.block_size, q_seg, k_seg)
+        h, e_silu = self._embed(x_BQC, t_BQ)
+        end = cache["end"]
+        layers = []
+        for blk, kv in zip(self.blocks, cache["layers"], strict=True):
+            h, k, v = blk(h, e_silu, q_pos, mask, kv["k"], kv["v"])
+            if update:
+                kv = {
+                    "k": attention.write_rows(kv["k"], end, k),
+                    "v": attention.write_rows(kv["v"], end, v),
+                }
+            layers.append(kv)
+        out = self._head(h, e_silu)
+        if not update:
+            return out, cache
+        new_end = end + jnp.asarray(new_lengths_B, jnp.int32)
+        return out, {"end": new_end, "layers": layers}
+
+
+def init_dit_cache(config: DiTConfig, batch: int, max_len: int):
+    """An empty DiT KV cache (post-norm, post-RoPE keys) in the compute dtype."""
+    return attention.init_cache(
+        batch, max_len, config.num_layers, config.heads, config.head_dim, dtype_of(config.dtype)
+    )
