@@ -1,0 +1,277 @@
+"""Analytic model FLOPs for the Text VAE, the block-causal DiT, training steps and generation.
+
+Conventions:
+- forward FLOPs = 2 x matmul multiply-accumulates (weights and attention scores/values); norms,
+  activations, softmax, RoPE and embedding gathers are not counted;
+- a trained component costs 3 x forward (forward + backward), a frozen one 1 x forward;
+- attention is counted over the key positions a query can see under the block-causal masks
+  ("masked", the model FLOPs used for MFU) and, for reference, over every key ("dense", what a
+  dense masked-softmax kernel actually computes);
+- rows are assumed full (no padding): a `[B, L]` batch is B sequences of L tokens.
+
+Visible (query, key) pairs with n = L / bs blocks:
+- VAE encoder/decoder (block-causal over L): bs^2 n (n + 1) / 2 = L (L + bs) / 2;
+- DiT training layout `[clean L - bs | noisy L]`: clean block i sees (i+1) bs clean keys, noisy
+  block j sees j bs clean keys + its own bs -> bs^2 ((n-1) n / 2 + n (n+1) / 2) = L^2
+  (dense: (2L - bs)^2).
+
+The paper gives no FLOP formula; its budgets fit 6 x N x D with N = 1.8e9 (the DiT backbone) and D
+= training tokens (paper digest §5.2): `six_nd` reproduces that axis.
+"""
+
+from colajax.models.config import DiTConfig, VAEConfig
+
+SINUSOID_DIM = 256
+PAPER_N_PARAMS = 1.8e9  # the DiT backbone size the paper's EFLOPs axis is consistent with
+
+
+# --------------------------------------------------------------------------------------------
+# Attention visibility
+# --------------------------------------------------------------------------------------------
+
+
+def _check_blocks(seq_len: int, block_size: int) -> int:
+    if seq_len <= 0 or block_size <= 0 or seq_len % block_size:
+        raise ValueError(
+            f"seq_len ({seq_len}) must be a positive multiple of block_size ({block_size})."
+        )
+    return seq_len // block_size
+
+
+def block_causal_pairs(seq_len: int, block_size: int) -> int:
+    """Visible (query, key) pairs of a block-causal self-attention over `seq_len` rows."""
+    n = _check_blocks(seq_len, block_size)
+    return block_size * block_size * n * (n + 1) // 2
+
+
+def train_layout_rows(seq_len: int, block_size: int) -> int:
+    """DiT rows of the training layout `[clean without last block | noisy]` = 2L - bs."""
+    _check_blocks(seq_len, block_size)
+    return 2 * seq_len - block_size
+
+
+def train_layout_pairs(seq_len: int, block_size: int) -> int:
+    """Visible (query, key) pairs of the clean/noisy training mask (= L^2)."""
+    n = _check_blocks(seq_len, block_size)
+    clean = n * (n - 1) // 2
+    noisy = n * (n + 1) // 2
+    return block_size * block_size * (clean + noisy)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-model forward FLOPs
+# --------------------------------------------------------------------------------------------
+
+
+def _vae_block_macs_per_row(cfg: VAEConfig) -> int:
+    d = cfg.dim
+    kv = d // cfg.shared_heads_kv
+    ffn_in = cfg.ffn_dim // 2 if cfg.act == "swiglu" else cfg.ffn_dim
+    return d * (d + 2 * kv) + d * d + d * cfg.ffn_dim + ffn_in * d
+
+
+def vae_encoder_flops(cfg: VAEConfig, rows: int, pairs: int) -> float:
+    """Encoder forward over `rows` tokens with `pairs` visible attention pairs.
+
+    patch_embedder (dim x dim) + blocks + final_layer (dim x 2d, or d without variation).
+    """
+    out = 2 * cfg.latent_dim if cfg.use_variation else cfg.latent_dim
+    per_row = cfg.dim * cfg.dim + cfg.encoder_num_blocks * _vae_block_macs_per_row(cfg)
+    per_row += cfg.dim * out
+    attn = cfg.encoder_num_blocks * 2 * pairs * cfg.dim  # QK^T and PV, all heads
+    return 2.0 * (rows * per_row + attn)
+
+
+def vae_decoder_flops(cfg: VAEConfig, rows: int, pairs: int) -> float:
+    """Decoder forward: in_layer (d x dim) + blocks + unpatch (dim x dim) + head (dim x V)."""
+    per_row = cfg.latent_dim * cfg.dim + cfg.decoder_num_blocks * _vae_block_macs_per_row(cfg)
+    per_row += cfg.dim * cfg.dim + cfg.dim * cfg.vocab_size
+    attn = cfg.decoder_num_blocks * 2 * pairs * cfg.dim
+    return 2.0 * (rows * per_row + attn)
+
+
+def dit_macs_per_row(cfg: DiTConfig) -> int:
+    """Weight MACs per DiT row: input, per-row timestep MLP, blocks (AdaLN, attn, MLP), head."""
+    d, inner, c = cfg.txt_dim, cfg.heads * cfg.head_dim, cfg.txt_in_channels
+    emb = SINUSOID_DIM * d + d * d + d * cfg.emb_dim
+    ada = 6 * d * d  # msa_in (2d) + msa_out (d) + mlp_in (2d) + mlp_out (d)
+    block = ada + d * 3 * inner + inner * d + 2 * d * cfg.expand_ratio * d
+    head = 2 * d * d + d * cfg.txt_out_channels
+    return c * d + emb + cfg.num_layers * block + head
+
+
+def dit_flops(cfg: DiTConfig, rows: int, pairs: int) -> float:
+    """DiT forward over `rows` query rows with `pairs` visible (query, key) pairs in total."""
+    attn = cfg.num_layers * 2 * pairs * cfg.heads * cfg.head_dim
+    return 2.0 * (rows * dit_macs_per_row(cfg) + attn)
+
+
+# --------------------------------------------------------------------------------------------
+# Training steps
+# --------------------------------------------------------------------------------------------
+
+
+def _component(fwd: float, fwd_dense: float, trained: bool, count: int = 1) -> dict:
+    mult = 3 if trained else 1
+    return {
+        "fwd": count * fwd,
+        "fwd_dense": count * fwd_dense,
+        "trained": trained,
+        "step": count * mult * fwd,
+        "step_dense": count * mult * fwd_dense,
+    }
+
+
+def _total(parts: dict) -> dict:
+    return {
+        "components": parts,
+        "total": sum(p["step"] for p in parts.values()),
+        "total_dense": sum(p["step_dense"] for p in parts.values()),
+    }
+
+
+def _vae_parts(cfg: VAEConfig, batch: int, seq_len: int, trained: bool, bert: bool) -> dict:
+    dense = seq_len * seq_len
+    pairs = block_causal_pairs(seq_len, cfg.block_size)
+    rows = batch * seq_len
+    copies = 2 if bert else 1  # the BERT branch is a second encoder + decoder pass
+    enc = (vae_encoder_flops(cfg, rows, batch * pairs), vae_encoder_flops(cfg, rows, batch * dense))
+    dec = (vae_decoder_flops(cfg, rows, batch * pairs), vae_decoder_flops(cfg, rows, batch * dense))
+    return {
+        "vae_encoder": _component(*enc, trained, copies),
+        "vae_decoder": _component(*dec, trained, copies),
+    }
+
+
+def stage1_flops(vae: VAEConfig, batch: int, seq_len: int, *, bert: bool = True) -> dict:
+    """Stage-1 step: encoder + decoder on the clean and (BERT) masked copies, all trained."""
+    return _total(_vae_parts(vae, batch, seq_len, True, bert))
+
+
+def stage2_flops(
+    vae: VAEConfig,
+    dit: DiTConfig,
+    batch: int,
+    seq_len: int,
+    *,
+    mode: str = "joint",
+    bert: bool = True,
+    ref: bool | None = None,
+) -> dict:
+    """Stage-2 step FLOPs for a VAE mode ('joint' | 'frozen' | 'scratch' | 'interval').
+
+    joint/interval: trained VAE (clean + BERT copies), frozen reference-encoder forward (`ref`,
+    default on), trained DiT. scratch: no reference encoder. frozen: one encoder forward + DiT.
+    Interval steps compute the same graph in both phases (the trainer masks the VAE update).
+    """
+    if mode not in ("joint", "frozen", "scratch", "interval"):
+        raise ValueError(f"unknown Stage-2 vae_mode {mode!r}; use joint|frozen|scratch|interval.")
+    if ref is None:
+        ref = mode in ("joint", "interval")
+    rows_dit = train_layout_rows(seq_len, dit.block_size)
+    dit_fwd = dit_flops(dit, batch * rows_dit, batch * train_layout_pairs(seq_len, dit.block_size))
+    dit_dense = dit_flops(dit, batch * rows_dit, batch * rows_dit * rows_dit)
+    if mode == "frozen":
+        parts = {"vae_encoder": _vae_parts(vae, batch, seq_len, False, False)["vae_encoder"]}
+    else:
+        parts = _vae_parts(vae, batch, seq_len, True, bert)
+        if ref:
+            parts["vae_ref_encoder"] = _vae_parts(vae, batch, seq_len, False, False)["vae_encoder"]
+    parts["dit"] = _component(dit_fwd, dit_dense, trained=True)
+    return _total(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Generation
+# --------------------------------------------------------------------------------------------
+
+
+def generation_block_flops(
+    vae: VAEConfig, dit: DiTConfig, context_len: int, *, steps: int = 16, cfg: bool = True
+) -> dict:
+    """Forward FLOPs to generate one block after `context_len` committed latents.
+
+    Per denoising step: a conditional pass (bs rows over context + own block) and, with CFG, an
+    unconditional pass (the block alone); then one commit pass (t = 0, writes the KV cache) and
+    one decoder pass over the block (attending to the decoder cache). Attention is counted over
+    the keys each pass reads (all visible under the block-causal mask).
+    """
+    bs = dit.block_size
+    keys = context_len + bs
+    cond = dit_flops(dit, bs, bs * keys)
+    uncond = dit_flops(dit, bs, bs * bs) if cfg else 0.0
+    commit = dit_flops(dit, bs, bs * keys)
+    decoder = vae_decoder_flops(vae, bs, bs * keys)
+    out = {
+        "cond": steps * cond,
+        "uncond": steps * uncond,
+        "commit": commit,
+        "decoder": decoder,
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def generation_flops(
+    vae: VAEConfig,
+    dit: DiTConfig,
+    prompt_len: int,
+    new_blocks: int,
+    *,
+    steps: int = 16,
+    cfg: bool = True,
+) -> dict:
+    """One sample: encode + prefill (DiT and decoder) the prompt, then `new_blocks` blocks.
+
+    `prompt_len` is taken as block aligned (the committed prefix length).
+    """
+    pairs = block_causal_pairs(prompt_len, dit.block_size) if prompt_len else 0
+    prefill = 0.0
+    if prompt_len:
+        prefill = (
+            vae_encoder_flops(vae, prompt_len, pairs)
+            + dit_flops(dit, prompt_len, pairs)
+            + vae_decoder_flops(vae, prompt_len, pairs)
+        )
+    blocks = [
+        generation_block_flops(vae, dit, prompt_len + i * dit.block_size, steps=steps, cfg=cfg)
+        for i in range(new_blocks)
+    ]
+    gen = sum(b["total"] for b in blocks)
+    return {"prefill": prefill, "blocks": gen, "total": prefill + gen}
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter counts and the paper's 6ND axis
+# --------------------------------------------------------------------------------------------
+
+
+def dit_param_count(cfg: DiTConfig) -> int:
+    """Exact DiT parameter count (matches the official 1,829,875,728 at the default config)."""
+    d, inner, c = cfg.txt_dim, cfg.heads * cfg.head_dim, cfg.txt_in_channels
+    hid = cfg.expand_ratio * d
+    bias = inner if cfg.qk_bias else 0
+    block = (
+        (d * 3 * inner + 3 * bias)  # proj_qkv
+        + (inner * d + (d if cfg.qk_bias else 0))  # proj_out
+        + 4 * cfg.head_dim  # norm_q, norm_k (scale, bias)
+        + (d * hid + hid)
+        + (hid * d + d)  # mlp
+        + 2 * (d * 2 * d + 2 * d)
+        + 2 * (d * d + d)  # ada msa_in/mlp_in, msa_out/mlp_out
+    )
+    outside = (
+        (c * d + d)  # txt_in
+        + (SINUSOID_DIM * d + d)
+        + (d * d + d)
+        + (d * cfg.emb_dim + cfg.emb_dim)  # emb_in
+        + 2 * d  # txt_out_norm
+        + (d * 2 * d + 2 * d)  # txt_out_ada
+        + (d * cfg.txt_out_channels + cfg.txt_out_channels)  # txt_out
+    )
+    return cfg.num_layers * block + outside
+
+
+def six_nd(tokens: float, n_params: float = PAPER_N_PARAMS) -> float:
+    """The paper-consistent budget 6 * N * D (N = 1.8e9 DiT backbone by default)."""
+    return 6.0 * n_params * tokens

@@ -1,0 +1,109 @@
+"""AdamW with a warmup-cosine schedule, per-group learning rates and VAE freezing (optax).
+
+The optax chain computes the update *direction* (global-norm clip -> Adam -> decoupled weight
+decay, masked off norms/biases/embeddings); `Optimizer.update` multiplies it by the learning
+rate of each parameter's group at the global step. Keeping the schedule outside the chain means
+every group sees the same step count, including after 'interval' phases in which the VAE group
+is frozen: its parameters and its Adam moments are then left exactly as they were.
+"""
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+GROUPS = ("vae", "dit")
+
+
+def make_schedule(optim_cfg) -> optax.Schedule:
+    """Linear warmup init_lr -> lr (warmup_steps), cosine to final_lr at decay_steps, then flat."""
+    return optax.warmup_cosine_decay_schedule(
+        init_value=optim_cfg.init_lr,
+        peak_value=optim_cfg.lr,
+        warmup_steps=optim_cfg.warmup_steps,
+        decay_steps=max(optim_cfg.decay_steps, optim_cfg.warmup_steps + 1),
+        end_value=optim_cfg.final_lr,
+    )
+
+
+def path_str(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def decay_mask(params, exclude: Sequence[str]) -> Any:
+    """True where weight decay applies: leaves whose 'a/b/leaf' path matches no `exclude` regex."""
+    pats = [re.compile(p) for p in exclude]
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: not any(p.search(path_str(path)) for p in pats), params
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """The optimizer of one stage; `labels` is a tree of group names shaped like the params."""
+
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    labels: Any
+    group_lr: dict[str, float]
+
+    def init(self, params):
+        return self.tx.init(params)
+
+    def lr(self, step, group: str = "dit"):
+        return self.schedule(step) * self.group_lr.get(group, 1.0)
+
+    def update(self, grads, opt_state, params, step, vae_enabled=True):
+        """One step: returns (new_params, new_opt_state, {'grad_norm', 'lr'}).
+
+        `vae_enabled` (a traced bool) False leaves the 'vae' group untouched: gradients are
+        zeroed before clipping, parameters and Adam moments keep their values.
+        """
+        enabled = jnp.asarray(vae_enabled)
+        is_vae = jax.tree.map(lambda lab: lab == "vae", self.labels)
+        grads = jax.tree.map(
+            lambda g, v: jnp.where(enabled, g, jnp.zeros_like(g)) if v else g, grads, is_vae
+        )
+        grad_norm = optax.tree.norm(grads)
+        direction, new_state = self.tx.update(grads, opt_state, params)
+        lrs = {g: self.lr(step, g) for g in GROUPS}
+
+        def apply(p, u, lab):
+            new = p - (lrs[lab] * u).astype(p.dtype)
+            return jnp.where(enabled, new, p) if lab == "vae" else new
+
+        new_params = jax.tree.map(apply, params, direction, self.labels)
+        freeze = optax.tree_map_params(
+            self.tx, lambda _, v: v, opt_state, is_vae, transform_non_params=lambda _: False
+        )
+        new_state = jax.tree.map(
+            lambda f, new, old: jnp.where(enabled, new, old) if f else new,
+            freeze,
+            new_state,
+            opt_state,
+        )
+        return new_params, new_state, {"grad_norm": grad_norm, "lr": lrs["dit"]}
+
+
+def make_optimizer(optim_cfg, labels, group_lr: dict[str, float] | None = None) -> Optimizer:
+    """AdamW(b1, b2, eps, weight_decay masked by wd_exclude) after a global-norm clip."""
+    parts = []
+    if optim_cfg.clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(optim_cfg.clip_norm))
+    parts.append(optax.scale_by_adam(b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps))
+    if optim_cfg.weight_decay > 0:
+        mask = lambda p: decay_mask(p, tuple(optim_cfg.wd_exclude))
+        parts.append(optax.add_decayed_weights(optim_cfg.weight_decay, mask))
+    bad = {lab for lab in jax.tree.leaves(labels) if lab not in GROUPS}
+    if bad:
+        raise ValueError(f"parameter group labels {sorted(bad)} are not in {GROUPS}.")
+    return Optimizer(
+        tx=optax.chain(*parts),
+        schedule=make_schedule(optim_cfg),
+        labels=labels,
+        group_lr=dict(group_lr or {}),
+    )

@@ -1,0 +1,48 @@
+"""`colajax train --config experiments/X.py[:arg] --workdir DIR [--config.a.b=v ...]`.
+
+Runs `config.stage` (vae | prior | both) into DIR and resumes automatically from DIR's newest
+readable checkpoint. Exit status: 0 when done or preempted (SIGTERM: saved, rerun to resume),
+1 on bad input or a non-finite loss (message on stderr, no traceback).
+
+Compiled programs are cached on disk (XLA persistent cache) in $COLAJAX_COMPILE_CACHE, default
+~/.cache/colajax/xla, so a rerun or resume does not recompile; set it to '' to disable.
+JAX_COMPILATION_CACHE_DIR, if set, takes precedence.
+"""
+
+import argparse
+import os
+import sys
+
+USAGE = "colajax train --config experiments/X.py[:arg] --workdir DIR [--config.a.b=v ...]"
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="colajax train", usage=USAGE, description=__doc__)
+    p.add_argument("--config", required=True, help="experiment file, optionally :arg")
+    p.add_argument("--workdir", required=True, help="run directory (checkpoints, metrics)")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first (multi-host TPU/GPU jobs)",
+    )
+    args, rest = p.parse_known_args(argv)
+
+    import jax
+
+    from colajax import config as config_lib
+    from colajax.train import metrics, trainer
+
+    cache = os.environ.get("COLAJAX_COMPILE_CACHE", os.path.expanduser("~/.cache/colajax/xla"))
+    if cache and not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    try:
+        if args.distributed:
+            jax.distributed.initialize()
+        overrides = config_lib.overrides_from_argv(rest)
+        config = config_lib.load_config(args.config, overrides, num_devices=jax.device_count())
+        result = trainer.train(config, args.workdir)
+    except (ValueError, FileNotFoundError, FileExistsError, metrics.NonFiniteLossError) as e:
+        print(f"colajax train: {e}", file=sys.stderr)
+        return 1
+    return 0 if result["status"] in ("done", "preempted") else 1

@@ -1,0 +1,145 @@
+"""Everything one stage needs on one mesh: stage object, optimizer, shardings, jitted steps.
+
+Shared by the trainer and `colajax bench train`, so the benchmark times exactly the step that
+training runs.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+from jax.sharding import Mesh, NamedSharding
+
+from colajax import sharding as shd
+from colajax.train import optim
+from colajax.train import state as state_lib
+from colajax.train import step as step_lib
+from colajax.train.state import TrainState
+
+
+def stage_config(config, name: str):
+    """A copy of `config` with `stage` set to one stage name ('vae' | 'prior')."""
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+        cfg.stage = name
+    cfg.lock()
+    return cfg
+
+
+def default_make_stage(config, name):
+    from colajax.train import stages
+
+    return stages.make_stage(config, name)
+
+
+@dataclasses.dataclass
+class StageSetup:
+    config: Any
+    name: str
+    stage: Any
+    mesh: Mesh
+    rules: dict
+    optimizer: optim.Optimizer
+    shardings: TrainState
+    abstract: TrainState
+    boxed: tuple
+    batch_sharding: NamedSharding
+    train_step: Callable
+    eval_step: Callable
+
+    @property
+    def total_steps(self) -> int:
+        tr = self.config.train
+        return int(tr.vae_steps if self.name == "vae" else tr.prior_steps)
+
+    _inits: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def init_state(self, rng=None, vae_params=None) -> TrainState:
+        """Fresh sharded state; with `vae_params`, the VAE (and reference encoder) start from
+        those weights via `stage.init_from_checkpoint` (Stage 2)."""
+        rng = jax.random.key(self.config.seed) if rng is None else rng
+        kind = "fresh" if vae_params is None else "from_vae"
+        if kind not in self._inits:
+            init_fn = None if vae_params is None else self.stage.init_from_checkpoint
+            self._inits[kind] = state_lib.jit_init(
+                self.stage, self.optimizer, self.shardings, init_fn
+            )
+        args = () if vae_params is None else (vae_params,)
+        return self._inits[kind](rng, *args)
+
+    def flops_per_step(self) -> float:
+        tr = self.config.train
+        return float(self.stage.flops_per_step(tr.batch_size, tr.seq_len))
+
+
+_CACHE: dict = {}
+_CACHE_SIZE = 4
+
+
+def setup_stage(
+    config, name: str, *, mesh: Mesh | None = None, make_stage=None, make_optimizer=None
+) -> StageSetup:
+    """Build (not yet run) stage `name` of `config` on `mesh` (default: from config.mesh).
+
+    The last few setups are memoised by (config, stage, mesh, factories), so repeated runs in
+    one process (tests, notebooks, resume after a stop) reuse the compiled steps.
+    """
+    key = (config.to_json(), name, mesh, make_stage, make_optimizer)
+    if key not in _CACHE:
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = _build(config, name, mesh, make_stage, make_optimizer)
+    return _CACHE[key]
+
+
+def _build(config, name, mesh, make_stage, make_optimizer) -> StageSetup:
+    cfg = stage_config(config, name)
+    mesh = shd.make_mesh(cfg) if mesh is None else mesh
+    rules = shd.rules_of(cfg)
+    stage = (make_stage or default_make_stage)(cfg, name)
+    boxed = state_lib.abstract_boxed(stage, jax.random.key(cfg.seed))
+    boxed_params, boxed_frozen = boxed
+    overlap = set(boxed_params) & set(boxed_frozen)
+    if overlap:
+        raise ValueError(f"stage {name}: params and frozen share top-level keys {overlap}.")
+    labels = state_lib.expand_labels(
+        stage.param_groups(nn.unbox(boxed_params)), nn.unbox(boxed_params)
+    )
+    group_lr = {"vae": float(cfg.stage2.vae_lr_ratio) if name == "prior" else 1.0, "dit": 1.0}
+    if make_optimizer is not None:
+        optimizer = make_optimizer(cfg, labels)
+    else:
+        optimizer = optim.make_optimizer(cfg.optim, labels, group_lr)
+    shardings = state_lib.state_shardings(boxed_params, boxed_frozen, optimizer, mesh, rules)
+    abstract = state_lib.abstract_state(boxed_params, boxed_frozen, optimizer, shardings)
+    shd.assert_sufficiently_sharded(
+        {**abstract.params, **abstract.frozen}, mesh, int(cfg.metrics.min_sharded_size)
+    )
+    batch_sh = shd.batch_sharding(mesh, rules)
+    metrics_sh = shd.replicated(mesh)
+    batch_tree = {"tokens": batch_sh}
+    train_step = step_lib.jit_train_step(
+        step_lib.make_train_step(stage, optimizer, cfg.seed, cfg.optim.grad_accum),
+        shardings,
+        batch_tree,
+        metrics_sh,
+    )
+    eval_step = step_lib.jit_eval_step(
+        step_lib.make_eval_step(stage, cfg.seed), shardings, batch_tree, metrics_sh
+    )
+    return StageSetup(
+        config=cfg,
+        name=name,
+        stage=stage,
+        mesh=mesh,
+        rules=rules,
+        optimizer=optimizer,
+        shardings=shardings,
+        abstract=abstract,
+        boxed=boxed,
+        batch_sharding=batch_sh,
+        train_step=train_step,
+        eval_step=eval_step,
+    )

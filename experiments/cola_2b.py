@@ -1,0 +1,48 @@
+"""Cola DLM at the released size (DiT 1.83B + VAE 0.50B) with the paper's optimisation recipe.
+
+Sizes: DiT 24 x 2048 (16 x 128 heads, rope_dim 96, block 16); VAE 4 + 4 x 1536 (ffn 6144,
+12 heads, latent 16, vocab 100278 = OLMo-2). Optimizer: AdamW (0.9, 0.95), wd 0.01, clip 1.0,
+warmup 5k steps 1e-6 -> 1.5e-4, cosine to 1e-5 at 1M steps; batch 1408 x 512; bf16 compute
+with float32 masters; remat on. The mesh is an example for a 64-chip TPU pod slice (v5p-128):
+fsdp 16 x data 4. Set config.data to your pretraining corpus (array_record) and tokenizer.
+
+TPU VM slice (every worker runs the same command):
+
+    gcloud compute tpus tpu-vm ssh $TPU --worker=all --command "cd colajax && \
+      python -m colajax.main train --distributed --config experiments/cola_2b.py \
+      --workdir gs://$BUCKET/cola_2b --config.data.path=gs://$BUCKET/data/*.array_record \
+      --config.data.tokenizer=gs://$BUCKET/olmo2/tokenizer.json"
+
+Stage 1 only / Stage 2 from an existing VAE:
+
+    ... train --config experiments/cola_2b.py --config.stage=vae --workdir gs://$BUCKET/vae
+    ... train --config experiments/cola_2b.py --config.stage=prior \
+        --config.stage2.init_from=gs://$BUCKET/vae --workdir gs://$BUCKET/prior
+"""
+
+import ml_collections
+
+from experiments import base
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    del arg
+    c = base.get_config()  # base holds the released sizes and the paper's optimizer
+    c.vae.block_size = c.dit.block_size = 16
+    c.vae.dtype = c.dit.dtype = "bfloat16"
+    c.vae.remat = c.dit.remat = True
+
+    c.mesh.shape.data, c.mesh.shape.fsdp, c.mesh.shape.tensor = -1, 16, 1
+
+    t = c.train
+    t.batch_size, t.seq_len = 1408, 512
+    t.log_every, t.eval_every, t.ckpt_every = 100, 5000, 2000
+    t.keep, t.keep_period = 3, 50_000
+
+    a = c.data
+    a.kind = "array_record"
+    a.path = "gs://YOUR_BUCKET/pretrain/*.array_record"
+    a.record_format = "auto"
+    a.tokenizer = "gs://YOUR_BUCKET/olmo2/tokenizer.json"
+    c.metrics.peak_flops = 459e12  # TPU v5p bf16 peak per chip
+    return c

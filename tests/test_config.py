@@ -1,0 +1,139 @@
+"""Experiment configs: loading, typed overrides, bad keys, validation, released sizes."""
+
+import jax
+import pytest
+
+from colajax import config as config_lib
+
+TINY = "experiments/tiny.py:synthetic"
+
+
+def test_load_tiny_and_typed_overrides():
+    c = config_lib.load_config(
+        TINY,
+        [
+            "train.batch_size=16",  # int
+            "optim.lr=1e-3",  # float
+            "optim.warmup_steps=1e1",  # an integral float is accepted for an int
+            "train.async_ckpt=false",  # bool
+            "stage=vae",  # str
+            "mesh.rules.embed=fsdp,tensor",  # tuple from a comma list
+            "mesh.rules.kv=()",  # empty tuple
+            "metrics.peak_flops=2e11",  # placeholder(float)
+        ],
+    )
+    assert c.train.batch_size == 16 and isinstance(c.train.batch_size, int)
+    assert c.optim.lr == 1e-3 and c.optim.warmup_steps == 10
+    assert c.train.async_ckpt is False and c.stage == "vae"
+    assert tuple(c.mesh.rules.embed) == ("fsdp", "tensor") and tuple(c.mesh.rules.kv) == ()
+    assert c.metrics.peak_flops == 2e11
+    assert c.vae.vocab_size == 4096 and c.train.seq_len == 64 and c.vae.block_size == 4
+    with pytest.raises(AttributeError):  # locked: no new fields by accident
+        c.train.new_field = 1
+
+
+def test_unknown_key_lists_close_matches():
+    with pytest.raises(
+        ValueError, match=r"unknown config key 'train\.batch_sise'.*train\.batch_size"
+    ):
+        config_lib.load_config(TINY, ["train.batch_sise=4"])
+    with pytest.raises(ValueError, match="section"):
+        config_lib.load_config(TINY, ["train=3"])
+    with pytest.raises(ValueError, match="form a.b=value"):
+        config_lib.load_config(TINY, ["train.batch_size"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["train.batch_size=eight", "train.batch_size=2.5", "optim.lr=fast", "train.async_ckpt=maybe"],
+)
+def test_bad_override_type(override):
+    with pytest.raises(ValueError, match="expected a"):
+        config_lib.load_config(TINY, [override])
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["train.seq_len=66"], "multiple of config.vae.block_size"),
+        (["dit.txt_in_channels=4", "dit.txt_out_channels=4"], "latent_dim"),
+        (["dit.block_size=8"], "block_size"),
+        (["stage=joint"], "config.stage must be one of"),
+        (["stage2.vae_mode=partial"], "vae_mode"),
+        (["optim.grad_accum=3"], "divisible by config.optim.grad_accum"),
+        (["objective.mask_ratio=1.0"], "mask_ratio"),
+        (["mesh.rules.embed=fsdp,model"], "mesh axes must be in"),
+        (["vae.nonexistent=1"], "unknown config key"),
+    ],
+)
+def test_validation_errors(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        config_lib.load_config(TINY, overrides)
+
+
+def test_mesh_shape_fill_and_mismatch():
+    c = config_lib.load_config(TINY, ["mesh.shape.fsdp=2", "mesh.shape.tensor=2"])
+    assert config_lib.mesh_shape(c, 8) == {"data": 2, "fsdp": 2, "tensor": 2}
+    with pytest.raises(ValueError, match="not divisible by 3"):
+        config_lib.mesh_shape(config_lib.load_config(TINY, ["mesh.shape.fsdp=3"]), 8)
+    c = config_lib.load_config(TINY, ["mesh.shape.data=2", "mesh.shape.fsdp=2"])
+    with pytest.raises(ValueError, match="uses 4 devices but 8"):
+        config_lib.mesh_shape(c, 8)
+    # the micro-batch must split over data * fsdp
+    with pytest.raises(ValueError, match="data-parallel size"):
+        config_lib.load_config(TINY, ["train.batch_size=4"], num_devices=8)
+
+
+def test_missing_file_and_parse_arg():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        config_lib.load_config("experiments/nope.py")
+    a = config_lib.parse_arg("size=s,runlocal,steps=10", size="m", runlocal=False, steps=1)
+    assert (a.size, a.runlocal, a.steps) == ("s", True, 10)
+    with pytest.raises(ValueError, match="not known"):
+        config_lib.parse_arg("sise=s", size="m")
+    assert config_lib.split_spec("experiments/tiny.py:a=1") == ("experiments/tiny.py", "a=1")
+    assert config_lib.overrides_from_argv(["--config.a=1", "--config.b", "2"]) == ["a=1", "b=2"]
+
+
+def test_all_experiments_load():
+    for spec in ("experiments/tiny.py", "experiments/small.py", "experiments/cola_2b.py"):
+        c = config_lib.load_config(spec)
+        config_lib.model_configs(c)
+    small = config_lib.load_config("experiments/small.py")
+    assert (small.dit.num_layers, small.dit.txt_dim, small.dit.rope_dim) == (8, 512, 48)
+    assert (small.vae.dim, small.vae.ffn_dim, small.vae.vocab_size) == (384, 1536, 8192)
+    assert (small.train.batch_size, small.train.seq_len, small.vae.dtype) == (8, 512, "float32")
+
+
+def test_cola_2b_parameter_counts():
+    """The released sizes, counted with eval_shape (no allocation)."""
+    from colajax.models.dit import DiT
+    from colajax.models.vae import TextVAE
+
+    c = config_lib.load_config("experiments/cola_2b.py")
+    vae_cfg, dit_cfg = config_lib.model_configs(c)
+    n = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
+    vae = jax.eval_shape(
+        lambda: TextVAE(vae_cfg).init(jax.random.key(0), jax.numpy.zeros((1, 16), "int32"))
+    )
+    dit = jax.eval_shape(
+        lambda: DiT(dit_cfg).init(
+            jax.random.key(0), jax.numpy.zeros((1, 16, 16)), jax.numpy.zeros((1, 16))
+        )
+    )
+    assert n(dit) == 1_829_875_728
+    assert n(vae) == 501_871_574
+
+
+def test_train_cli_bad_input_exits_1_without_traceback(tmp_path, capsys, monkeypatch):
+    from colajax.train import run
+
+    monkeypatch.setenv("COLAJAX_COMPILE_CACHE", "")  # no global XLA cache from a unit test
+    assert run.main(["--config", "experiments/nope.py", "--workdir", str(tmp_path)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    argv = ["--config", TINY, "--workdir", str(tmp_path), "--config.train.batch_sise=2"]
+    assert run.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "train.batch_size" in err and "Traceback" not in err
+    assert run.main(["--config", TINY, "--workdir", str(tmp_path), "--bogus"]) == 1
+    assert "unknown argument" in capsys.readouterr().err

@@ -1,0 +1,275 @@
+"""Pure objective functions: masking, timesteps, latent normalisation, the FM training layout and
+its mask / gradient paths (with the real tiny DiT), and the VAE terms with stand-in models."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from colajax.models import attention
+from colajax.models.config import DiTConfig, VAEConfig
+from colajax.models.dit import DiT
+from colajax.train import objectives as obj
+
+BS = 2
+L = 8  # the paper's Fig. 1 example: lsq = 8, bs = 2 -> 3 clean + 4 noisy blocks
+C = 4
+DIT = DiTConfig(
+    txt_in_channels=C,
+    txt_out_channels=C,
+    txt_dim=32,
+    emb_dim=32,
+    heads=2,
+    head_dim=16,
+    expand_ratio=2,
+    num_layers=2,
+    rope_dim=8,
+    block_size=BS,
+)
+
+
+@functools.partial(jax.jit, static_argnames=("grad_to_vae",))
+def _layout(z0, seed=0, grad_to_vae=True, segment_ids_BL=None, positions_BL=None):
+    return obj.fm_layout(
+        z0,
+        jax.random.PRNGKey(seed),
+        block_size=BS,
+        t_loc=1.0,
+        t_scale=1.0,
+        grad_to_vae=grad_to_vae,
+        segment_ids_BL=segment_ids_BL,
+        positions_BL=positions_BL,
+    )
+
+
+@pytest.fixture(scope="module")
+def dit():
+    model = DiT(DIT)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, BS, C)), jnp.zeros((1, BS)))
+    params = params["params"]
+
+    @jax.jit
+    def apply(p, x, t, pos, seg, mask):
+        return model.apply({"params": p}, x, t, pos, seg, mask)
+
+    return lambda x, t, pos, seg, mask, p=params: apply(p, x, t, pos, seg, mask)
+
+
+def test_logit_normal_median_and_degenerate_scale():
+    t = jax.jit(obj.logit_normal, static_argnums=(1, 2, 3))(
+        jax.random.PRNGKey(0), (40000,), 1.0, 1.0
+    )
+    assert abs(float(jnp.median(t)) - float(jax.nn.sigmoid(1.0))) < 0.01  # ~0.731
+    assert 0.0 < float(t.min()) and float(t.max()) < 1.0
+    t0 = obj.logit_normal(jax.random.PRNGKey(0), (10,), 1.0, 0.0)
+    np.testing.assert_allclose(t0, jax.nn.sigmoid(1.0), rtol=1e-6)
+
+
+def test_bert_mask_ratio_and_padding():
+    tokens = jnp.arange(4000, dtype=jnp.int32).reshape(4, 1000) % 50
+    valid = jnp.ones_like(tokens).at[:, 900:].set(0)
+    masked, hit = jax.jit(obj.bert_mask, static_argnums=(2, 3))(
+        jax.random.PRNGKey(1), tokens, 0.3, 50, valid
+    )
+    assert abs(float(hit[:, :900].mean()) - 0.3) < 0.02
+    assert not bool(hit[:, 900:].any())  # padding is never masked
+    np.testing.assert_array_equal(masked, jnp.where(hit, 50, tokens))
+
+
+def test_dit_space_roundtrip():
+    cfg = VAEConfig(scaling_factor=0.5, shifting_factor=0.25)
+    z = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 4))
+    x = obj.to_dit_space(z, cfg)
+    np.testing.assert_allclose(x, (z - 0.25) * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(obj.from_dit_space(x, cfg), z, rtol=1e-5, atol=1e-6)
+
+
+def test_fm_layout_matches_the_paper_figure():
+    z0 = jax.random.normal(jax.random.PRNGKey(0), (2, L, C))
+    lay = _layout(z0)
+    n_clean = L - BS
+    assert lay.x_BSC.shape == (2, 2 * L - BS, C)  # 3 clean + 4 noisy blocks
+    np.testing.assert_array_equal(lay.x_BSC[:, :n_clean], z0[:, :n_clean])
+    np.testing.assert_array_equal(lay.t_BS[:, :n_clean], 0.0)
+    np.testing.assert_array_equal(lay.positions_BS[0], list(range(n_clean)) + list(range(L)))
+    t = lay.t_BL
+    np.testing.assert_array_equal(t[:, ::BS], t[:, 1::BS])  # one t per noisy block
+    assert float(jnp.abs(t[:, 0] - t[:, BS]).max()) > 0  # ... drawn independently per block
+    np.testing.assert_allclose(lay.t_BS[:, n_clean:], 1000.0 * t, rtol=1e-6)
+    # z_t = (1 - t) z0 + t eps and target = eps - z0  =>  z_t - z0 = t * target
+    np.testing.assert_allclose(
+        lay.x_BSC[:, n_clean:] - z0, t[..., None] * lay.target_BLC, atol=1e-5
+    )
+    # mask (query rows / key columns in blocks): clean 0..2, noisy 3..6
+    blk = np.asarray(lay.mask_B1SS[0, 0])[::BS, ::BS].astype(int)
+    expected = np.array(
+        [
+            [1, 0, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0, 0],
+            [0, 0, 0, 1, 0, 0, 0],  # noisy block 1: no context
+            [1, 0, 0, 0, 1, 0, 0],
+            [1, 1, 0, 0, 0, 1, 0],
+            [1, 1, 1, 0, 0, 0, 1],
+        ]
+    )
+    np.testing.assert_array_equal(blk, expected)
+
+
+def test_fm_layout_blocks_follow_packed_positions():
+    """Packed samples restart positions: each sample's blocks get their own timestep."""
+    pos = jnp.array([[0, 1, 2, 0, 1, 2, 3, 4]], jnp.int32)  # samples of 3 and 5 tokens
+    seg = jnp.array([[1, 1, 1, 2, 2, 2, 2, 2]], jnp.int32)
+    z0 = jnp.zeros((1, L, C))
+    lay = _layout(z0, positions_BL=pos, segment_ids_BL=seg)
+    t = np.asarray(lay.t_BL[0])
+    assert t[0] == t[1] != t[2]  # sample 1: blocks {0,1}, {2}
+    assert t[3] == t[4] and t[5] == t[6] and t[4] != t[5]  # sample 2: {0,1}, {2,3}, {4}
+    assert t[7] != t[6]
+
+
+def test_noisy_block_sees_only_earlier_clean_blocks_and_itself(dit):
+    z0 = jax.random.normal(jax.random.PRNGKey(0), (1, L, C))
+    lay = _layout(z0)
+    n_clean = L - BS
+    base = dit(lay.x_BSC, lay.t_BS, lay.positions_BS, lay.segment_ids_BS, lay.mask_B1SS)
+    j = 2  # noisy block 2 (rows n_clean + 4 .. n_clean + 5)
+    rows = slice(n_clean + j * BS, n_clean + (j + 1) * BS)
+
+    def run(x):
+        return dit(x, lay.t_BS, lay.positions_BS, lay.segment_ids_BS, lay.mask_B1SS)
+
+    noise = 5.0 * jax.random.normal(jax.random.PRNGKey(3), lay.x_BSC.shape)
+    invisible = np.zeros(lay.x_BSC.shape[1], bool)
+    invisible[j * BS : n_clean] = True  # clean blocks >= j
+    invisible[n_clean:] = True  # every noisy row ...
+    invisible[rows] = False  # ... except block j itself
+    out = run(jnp.where(invisible[None, :, None], lay.x_BSC + noise, lay.x_BSC))
+    np.testing.assert_allclose(out[:, rows], base[:, rows], atol=1e-6)
+    # clean rows never see noisy rows
+    np.testing.assert_allclose(out[:, : j * BS], base[:, : j * BS], atol=1e-6)
+    # the test can fail: an earlier clean block and the block itself do matter
+    for r in (slice(0, BS), rows):
+        x = lay.x_BSC.at[:, r].add(noise[:, r])
+        assert float(jnp.abs(run(x)[:, rows] - base[:, rows]).max()) > 1e-3
+
+
+@pytest.mark.parametrize("grad_to_vae", [False, True])
+def test_no_gradient_into_clean_history(dit, grad_to_vae):
+    z0 = jax.random.normal(jax.random.PRNGKey(0), (2, L, C))
+    n_clean = L - BS
+
+    def loss_z0(z):
+        return obj.fm_loss(dit, _layout(z, grad_to_vae=grad_to_vae))[0]
+
+    g = jax.jit(jax.grad(loss_z0))(z0)
+    if not grad_to_vae:
+        np.testing.assert_array_equal(g, 0.0)
+        return
+    # Only the noisy path z_t = (1 - t) z0 + t eps carries gradient: dL/dz0 = (1 - t) dL/dz_t.
+    lay = _layout(z0)
+
+    def loss_x(x):
+        return obj.fm_loss(dit, lay._replace(x_BSC=x))[0]
+
+    gx = jax.jit(jax.grad(loss_x))(lay.x_BSC)
+    assert float(jnp.abs(gx[:, :n_clean]).max()) > 0  # the DiT does use the clean copy ...
+    expected = (1.0 - lay.t_BL[..., None]) * gx[:, n_clean:]
+    np.testing.assert_allclose(g, expected, rtol=1e-4, atol=1e-7)  # ... but it is detached
+
+
+def test_fm_loss_value_and_padding_weights():
+    z0 = jax.random.normal(jax.random.PRNGKey(0), (2, L, C))
+    seg = jnp.ones((2, L), jnp.int32).at[1, 6:].set(0)
+    lay = _layout(z0, segment_ids_BL=seg)
+    zero_dit = lambda x, *_: jnp.zeros_like(x)
+    loss, v = jax.jit(lambda la: obj.fm_loss(zero_dit, la))(lay)
+    err = np.mean(np.square(np.asarray(lay.target_BLC)), axis=-1)
+    w = np.asarray(seg, np.float32)
+    np.testing.assert_allclose(loss, (err * w).sum() / w.sum(), rtol=1e-5)
+    assert v.shape == (2, L, C)
+
+
+def test_fm_layout_rejects_unaligned_length():
+    with pytest.raises(ValueError, match="multiple of the DiT block size"):
+        obj.fm_layout(jnp.zeros((1, 7, C)), jax.random.PRNGKey(0), block_size=2, t_loc=1, t_scale=1)
+
+
+# --------------------------------------------------------------------------------------------
+# VAE terms with a stand-in "perfect" VAE: latents are one-hot tokens (the mask token gets its
+# own channel, which the decoder ignores), so reconstruction is exact and every masked token is
+# unrecoverable (uniform logits): BERT CE = log V on masked positions.
+# --------------------------------------------------------------------------------------------
+
+V = 12
+
+
+def _onehot_vae():
+    def encode(ids, seg, pos):
+        mean = 10.0 * jax.nn.one_hot(ids, V + 1)
+        return mean, jnp.full(mean.shape, -30.0)
+
+    def decode(z, seg, pos):
+        return 100.0 * z[..., :V]
+
+    return encode, decode
+
+
+def test_vae_terms_with_a_perfect_stand_in_vae():
+    encode, decode = _onehot_vae()
+    tokens = jax.random.randint(jax.random.PRNGKey(0), (4, 64), 0, V)
+    seg = jnp.ones_like(tokens).at[:, 60:].set(0)
+    terms = jax.jit(
+        lambda tok, sg: obj.vae_terms(
+            encode,
+            decode,
+            tok,
+            jax.random.PRNGKey(1),
+            mask_ratio=0.25,
+            mask_id=V,
+            segment_ids_BL=sg,
+        )
+    )
+    t = terms(tokens, seg)
+    assert float(t["recon"]) < 1e-4 and float(t["recon_acc"]) == 1.0
+    np.testing.assert_allclose(t["bert_masked_ce"], np.log(V), rtol=1e-5)  # original targets
+    frac = float(t["bert"]) / np.log(V)  # all-position CE = masked fraction * log V
+    assert 0.15 < frac < 0.35
+    # analytic KL and E_q log q per token (sum over V+1 channels)
+    kl = 0.5 * (100.0 + (V + 1) * (np.exp(-30.0) - 1.0 + 30.0))
+    np.testing.assert_allclose(t["kl"], kl, rtol=1e-5)
+    neg_ent = -0.5 * (V + 1) * (np.log(2 * np.pi) - 30.0 + 1.0)
+    np.testing.assert_allclose(t["neg_entropy"], neg_ent, rtol=1e-5)
+
+
+def test_stage1_loss_combines_terms():
+    encode, decode = _onehot_vae()
+    tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 16), 0, V)
+    o = obj.ObjectiveConfig(beta=0.01, lambda_mask=0.5, mask_ratio=0.5)
+    loss, m = jax.jit(
+        lambda tok: obj.stage1_loss(encode, decode, tok, jax.random.PRNGKey(1), o, V)
+    )(tokens)
+    np.testing.assert_allclose(loss, m["recon"] + 0.01 * m["kl"] + 0.5 * m["bert"], rtol=1e-6)
+    o0 = obj.ObjectiveConfig(beta=0.01, lambda_mask=0.0)
+    _, m0 = jax.eval_shape(
+        lambda: obj.stage1_loss(encode, decode, tokens, jax.random.PRNGKey(1), o0, V)
+    )
+    assert "bert" not in m0  # lambda_mask = 0 skips the masked branch entirely
+
+
+def test_objective_config_validation():
+    assert obj.ObjectiveConfig.from_config({"beta": 0.5}).beta == 0.5
+    with pytest.raises(ValueError, match="unknown field"):
+        obj.ObjectiveConfig.from_config({"lamda_fm": 1.0})
+    with pytest.raises(ValueError, match="mask_ratio"):
+        obj.ObjectiveConfig.from_config({"mask_ratio": 1.0})
+
+
+def test_clean_noisy_mask_is_the_attention_module_mask():
+    """fm_layout must build its mask with attention.clean_noisy_mask (single source of truth)."""
+    lay = _layout(jnp.zeros((1, L, C)))
+    copy = (jnp.arange(2 * L - BS) >= L - BS).astype(jnp.int32)[None]
+    ref = attention.clean_noisy_mask(lay.positions_BS, copy, BS, lay.segment_ids_BS)
+    np.testing.assert_array_equal(lay.mask_B1SS, ref)
