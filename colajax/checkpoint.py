@@ -6,6 +6,7 @@ experiment config, model configs, step). Imported HF weights are a root with ste
 `params` + `meta` only, so `restore_params` serves both trained and imported checkpoints.
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -16,6 +17,12 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 PARAM_ITEMS = ("params", "meta")
+TRAIN_ITEMS = ("params", "opt_state", "data_iter", "meta")
+ARRAY_ITEMS = ("params", "opt_state")  # pytrees of arrays; the others are JSON
+READ_HINT = (
+    "point --checkpoint at a colajax checkpoint root (a training workdir, its checkpoints/, or "
+    "an `import-hf` output)."
+)
 
 
 def _manager(directory, item_names, **options) -> ocp.CheckpointManager:
@@ -56,15 +63,91 @@ def save_params_checkpoint(directory: str, params: Any, meta: dict, *, step: int
         raise
 
 
+def _reader(path: epath.Path) -> ocp.CheckpointManager:
+    """A manager (for reading) with a handler for every item a colajax step may hold.
+
+    Knowing them all, Orbax restores just the items asked for and describes the others (steps'
+    item metadata) without warning that they "could not be restored", e.g. the opt_state and
+    data_iter a params-only restore of a training step skips. The registry (rather than bare
+    item names) also makes the params metadata describe the saved arrays.
+    """
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for item in TRAIN_ITEMS:
+        if item in ARRAY_ITEMS:
+            registry.add(item, ocp.args.PyTreeRestore, ocp.PyTreeCheckpointHandler())
+        else:
+            registry.add(item, ocp.args.JsonRestore, ocp.JsonCheckpointHandler())
+    options = ocp.CheckpointManagerOptions(create=False)
+    return ocp.CheckpointManager(path, options=options, handler_registry=registry)
+
+
+@contextlib.contextmanager
+def _open_step(directory: str, step: int | None, hint: str):
+    """Yield (reader, step) for `step` (default: the newest) of the checkpoint root `directory`;
+    FileNotFoundError ending in `hint` if there is no such root or no complete step."""
+    path = epath.Path(directory)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint directory {directory} does not exist; {hint}")
+    mngr = _reader(path)
+    try:
+        step = mngr.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{directory} holds no complete checkpoint step; {hint}")
+        yield mngr, step
+    finally:
+        mngr.close()
+
+
+def _stored_params(mngr: ocp.CheckpointManager, step: int) -> dict:
+    """Metadata tree (shape, dtype per array; nothing loaded) of the params stored at `step`."""
+    tree = mngr.item_metadata(step)["params"]
+    tree = getattr(tree, "tree", tree)
+    return dict(tree) if tree is not None else {}
+
+
+def _restore_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
+    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+def _params_args(abstract: Any, *, partial: bool = False) -> ocp.args.PyTreeRestore:
+    """Restore args placing each array as its `jax.ShapeDtypeStruct` in `abstract` says."""
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+    return ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=partial)
+
+
 def latest_step(directory: str) -> int | None:
     """Newest complete step under a checkpoint root, or None."""
     path = epath.Path(directory)
     if not path.exists():
         return None
-    mngr = _manager(path, PARAM_ITEMS)
+    mngr = _reader(path)
     step = mngr.latest_step()
     mngr.close()
     return step
+
+
+def resolve_root(directory: str, stage: str | None = None) -> str:
+    """A run directory -> its checkpoint root: `<dir>/<stage>/checkpoints` (when `stage` is
+    given: stage 'both' keeps each stage in a subdirectory), else `<dir>/checkpoints`, else
+    `directory` itself (already a checkpoint root)."""
+    subs = ([(stage, "checkpoints")] if stage else []) + [("checkpoints",)]
+    for sub in subs:
+        cand = epath.Path(directory).joinpath(*sub)
+        if cand.is_dir():
+            return os.fspath(cand)
+    return os.fspath(directory)
+
+
+def read_info(directory: str, step: int | None = None) -> tuple[str, int, dict, set[str]]:
+    """(checkpoint root, step, meta, top-level keys of the stored params) of `step` (default:
+    the newest), reading no arrays.
+
+    `directory` may be a training workdir (stage 'both': the prior's checkpoints), a stage
+    directory or a checkpoint root, as for `colajax generate` / `colajax eval`.
+    """
+    root = resolve_root(directory, "prior")
+    with _open_step(root, step, READ_HINT) as (mngr, step):
+        return root, step, _restore_meta(mngr, step), set(_stored_params(mngr, step))
 
 
 def restore_params(directory: str, abstract_params: Any = None, step: int | None = None):
@@ -74,35 +157,19 @@ def restore_params(directory: str, abstract_params: Any = None, step: int | None
     the current mesh; a checkpoint written on N devices restores onto any other mesh.
     Without it, arrays are restored as saved on a single device.
     """
-    path = epath.Path(directory)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint directory {directory} does not exist.")
-    # A handler registry lets item_metadata describe the saved arrays (without it the params
-    # metadata is None and Orbax falls back to the saving devices, which may not exist here).
-    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-    registry.add("params", ocp.args.StandardRestore)
-    registry.add("meta", ocp.args.JsonRestore)
-    mngr = ocp.CheckpointManager(path, handler_registry=registry)
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(
-            f"{directory} holds no complete checkpoint step; point --checkpoint at a colajax "
-            "checkpoint root (a training workdir's checkpoints/ or an `import-hf` output)."
+    with _open_step(directory, step, READ_HINT) as (mngr, step):
+        if abstract_params is None:
+            dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            abstract_params = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev),
+                _stored_params(mngr, step),
+            )
+        restored = mngr.restore(
+            step,
+            args=ocp.args.Composite(
+                params=_params_args(abstract_params), meta=ocp.args.JsonRestore()
+            ),
         )
-    if abstract_params is None:
-        meta_tree = mngr.item_metadata(step)["params"]
-        meta_tree = getattr(meta_tree, "tree", meta_tree)
-        dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        abstract_params = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), meta_tree
-        )
-    restored = mngr.restore(
-        step,
-        args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()
-        ),
-    )
-    mngr.close()
     return restored["params"], restored["meta"]
 
 
@@ -110,7 +177,6 @@ def restore_params(directory: str, abstract_params: Any = None, step: int | None
 # Training checkpoints: params + opt_state + data_iter + meta, async, keep-last-N + every K.
 # --------------------------------------------------------------------------------------------
 
-TRAIN_ITEMS = ("params", "opt_state", "data_iter", "meta")
 QUARANTINE_SUFFIX = ".unreadable"
 
 
@@ -223,12 +289,6 @@ class TrainCheckpointer:
         self._mngr.close()
 
 
-def resolve_root(directory: str) -> str:
-    """A run directory (holding `checkpoints/`) or a checkpoint root -> the checkpoint root."""
-    sub = epath.Path(directory) / "checkpoints"
-    return os.fspath(sub) if sub.exists() else os.fspath(directory)
-
-
 def restore_subtree(directory: str, abstract: dict, step: int | None = None):
     """Restore only the top-level params entries named in `abstract` (e.g. {'vae': ...}).
 
@@ -236,43 +296,19 @@ def restore_subtree(directory: str, abstract: dict, step: int | None = None):
     directly on the shardings of `abstract`; other entries on disk are not read.
     Returns (params_subset, meta, step).
     """
-    path = epath.Path(resolve_root(directory))
-    if not path.exists():
-        raise FileNotFoundError(
-            f"checkpoint directory {directory} does not exist; set config.stage2.init_from to a "
-            "Stage-1 run directory (or its checkpoints/ root)."
-        )
-    mngr = ocp.CheckpointManager(
-        path,
-        item_names=TRAIN_ITEMS,
-        item_handlers={  # all items named, so orbax does not warn about the unread ones
-            "params": ocp.PyTreeCheckpointHandler(),
-            "opt_state": ocp.PyTreeCheckpointHandler(),
-            "data_iter": ocp.JsonCheckpointHandler(),
-            "meta": ocp.JsonCheckpointHandler(),
-        },
-    )
-    try:
-        step = mngr.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{path} holds no complete checkpoint step.")
-        on_disk = mngr.item_metadata(step)["params"]
-        missing = sorted(set(abstract) - set(on_disk.keys() if on_disk is not None else ()))
+    hint = "set config.stage2.init_from to a Stage-1 run directory (or its checkpoints/ root)."
+    root = resolve_root(directory)
+    with _open_step(root, step, hint) as (mngr, step):
+        on_disk = sorted(_stored_params(mngr, step))
+        missing = sorted(set(abstract) - set(on_disk))
         if missing:
             raise ValueError(
-                f"checkpoint {path} step {step} has no {missing} parameters (it has "
-                f"{sorted(on_disk.keys()) if on_disk is not None else []})."
+                f"checkpoint {root} step {step} has no {missing} parameters (it has {on_disk})."
             )
-        restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
         out = mngr.restore(
             step,
             args=ocp.args.Composite(
-                params=ocp.args.PyTreeRestore(
-                    abstract, restore_args=restore_args, partial_restore=True
-                ),
-                meta=ocp.args.JsonRestore(),
+                params=_params_args(abstract, partial=True), meta=ocp.args.JsonRestore()
             ),
         )
-    finally:
-        mngr.close()
     return dict(out["params"]), out["meta"], step

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from colajax import checkpoint
-from colajax.eval import run, scoring
+from colajax.eval import restore, run, scoring
 from colajax.models.config import DiTConfig, VAEConfig
 
 VAE = VAEConfig(
@@ -44,7 +44,7 @@ HF_META = {
 
 def random_params(vae=VAE, dit=DIT, seed=0, mesh_spec="data=1"):
     """Random float32 params of the right tree, placed as the rules say on `mesh_spec`."""
-    target = run.abstract_params(vae, dit, run.make_mesh(mesh_spec), run.DEFAULT_RULES)
+    target = restore.abstract_params(vae, dit, restore.make_mesh(mesh_spec), restore.DEFAULT_RULES)
     rng = np.random.default_rng(seed)
     host = jax.tree.map(lambda s: 0.05 * rng.standard_normal(s.shape, np.float32), target)
     return jax.device_put(host, jax.tree.map(lambda s: s.sharding, target))
@@ -82,7 +82,7 @@ def test_restore_fsdp8_checkpoint_onto_one_device(tmp_path):
     saved = random_params(seed=1, mesh_spec="fsdp=8")
     assert fsdp_axes(saved), "the saved params should really be sharded over 8 devices"
     checkpoint.save_params_checkpoint(str(tmp_path / "ck"), saved, HF_META)
-    model = run.load_model(str(tmp_path / "ck"), "data=1")
+    model = restore.load_model(str(tmp_path / "ck"), "data=1")
     assert_same_values(saved, model.params)
     assert {len(x.sharding.device_set) for x in jax.tree.leaves(model.params)} == {1}
     assert model.vae_config == VAE and model.dit_config == DIT and model.mesh.size == 1
@@ -90,7 +90,7 @@ def test_restore_fsdp8_checkpoint_onto_one_device(tmp_path):
 
 def test_restore_one_device_checkpoint_onto_fsdp8(tmp_path):
     # training-style meta: model configs and mesh rules inside the experiment config
-    rules = dict(run.DEFAULT_RULES, embed=("fsdp",))
+    rules = dict(restore.DEFAULT_RULES, embed=("fsdp",))
     meta = {
         "config": {
             "stage": "both",
@@ -101,7 +101,7 @@ def test_restore_one_device_checkpoint_onto_fsdp8(tmp_path):
     }
     saved = random_params(seed=2, mesh_spec="data=1")
     checkpoint.save_params_checkpoint(str(tmp_path / "ck"), saved, meta)
-    model = run.load_model(str(tmp_path / "ck"), "fsdp=8")
+    model = restore.load_model(str(tmp_path / "ck"), "fsdp=8")
     assert_same_values(saved, model.params)
     assert model.mesh.shape["fsdp"] == 8
     sharded = fsdp_axes(model.params)
@@ -111,20 +111,20 @@ def test_restore_one_device_checkpoint_onto_fsdp8(tmp_path):
 def test_stage1_checkpoint_loads_for_diagnostics_only(tmp_path):
     meta = {"config": {"stage": "vae", "vae": HF_META["vae_config"], "dit": {}}}
     path = write_checkpoint(tmp_path / "vae", meta, dit=None)
-    model = run.load_model(path, "data=1", need_dit=False)
+    model = restore.load_model(path, "data=1", need_dit=False)
     assert set(model.params) == {"vae"} and model.dit_config is None
     with pytest.raises(ValueError, match="Stage-1"):
-        run.load_model(path, "data=1")
+        restore.load_model(path, "data=1")
 
 
 def test_parse_mesh():
-    assert run.parse_mesh("data=-1") == {"data": -1, "fsdp": 1, "tensor": 1}
-    assert run.parse_mesh("data=2, tensor=4") == {"data": 2, "fsdp": 1, "tensor": 4}
+    assert restore.parse_mesh("data=-1") == {"data": -1, "fsdp": 1, "tensor": 1}
+    assert restore.parse_mesh("data=2, tensor=4") == {"data": 2, "fsdp": 1, "tensor": 4}
     for bad in ("model=2", "data", "data=x"):
         with pytest.raises(ValueError, match="AXIS=SIZE"):
-            run.parse_mesh(bad)
+            restore.parse_mesh(bad)
     with pytest.raises(ValueError, match="needs 16 devices"):
-        run.make_mesh("fsdp=16")
+        restore.make_mesh("fsdp=16")
 
 
 # --- the benchmark loop with a fake generator ---------------------------------------------
@@ -279,8 +279,8 @@ def test_eval_end_to_end(ckpt, tmp_path, capsys):
 def test_generation_depends_only_on_prompt_and_record_number(ckpt):
     from colajax.sample import SamplerConfig
 
-    model = run.load_model(ckpt, "data=1")
-    tok = run.load_checked_tokenizer(TOKENIZER, model.meta, VAE.vocab_size)
+    model = restore.load_model(ckpt, "data=1")
+    tok = restore.load_checked_tokenizer(TOKENIZER, model.meta, VAE.vocab_size)
     scfg = SamplerConfig(steps=2, max_new_tokens=8, pad_id=tok.pad_id, eos_id=tok.eos_id)
     gen = run.model_generate_fn(model, tok, scfg, seed=66)
     a, b = "And the Lord spake", "Thus saith the Lord of hosts"

@@ -4,12 +4,13 @@
     colajax eval score --task T --generations F.jsonl [--out DIR]    (re-score, no model)
     colajax eval diagnostics --checkpoint DIR --text GLOB            (VAE / prior diagnostics)
 
-Parameters only (no optimizer state) are restored onto the mesh of this run (`--mesh`), so a
-checkpoint written on 8 devices evaluates on 1 and vice versa. Prompts are the paper's
-templates (`templates.py`), generation is the block sampler (`colajax.sample`, benchmark
-defaults: greedy + repetition penalty 1.1, 16 Euler steps, CFG 7, 32 new tokens), scoring is
-the official rules (`scoring.py`). Per prompt, the initial noise is drawn from (seed, record
-number), so a generation does not depend on the batch size or on the other prompts.
+Parameters only (no optimizer state) are restored onto the mesh of this run (`--mesh`; see
+`restore.py`), so a checkpoint written on 8 devices evaluates on 1 and vice versa. Prompts are
+the paper's templates (`templates.py`), generation is the block sampler (`colajax.sample`,
+benchmark defaults: greedy + repetition penalty 1.1, 16 Euler steps, CFG 7, 32 new tokens),
+scoring is the official rules (`scoring.py`). Per prompt, the initial noise is drawn from
+(seed, record number), so a generation does not depend on the batch size or on the other
+prompts.
 
 Writes into --out: `<task>_generations.jsonl` (id, prompt, generation, ground_truth, choices
 (multiple choice only), extracted, extracted_gt, correct), `summary.csv` and `summary.md`
@@ -18,191 +19,33 @@ Writes into --out: `<task>_generations.jsonl` (id, prompt, generation, ground_tr
 
 import argparse
 import csv
-import dataclasses
 import json
-import math
 import os
 import sys
 from collections.abc import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
-import orbax.checkpoint as ocp
-from etils import epath
-from jax.sharding import Mesh
 from tqdm import tqdm
 
-from colajax import checkpoint, sample, sharding
-from colajax.data import tokenizer as tokenizer_lib
+from colajax import checkpoint, sample
 from colajax.eval import score_cli, scoring, tasks, templates
-from colajax.models.config import DiTConfig, VAEConfig
-from colajax.models.dit import DiT
-from colajax.models.vae import TextVAE
+from colajax.eval.restore import (  # noqa: F401 -- re-exported: the restore API of `colajax eval`
+    DEFAULT_RULES,
+    Model,
+    abstract_params,
+    experiment_config,
+    load_checked_tokenizer,
+    load_model,
+    make_mesh,
+    parse_mesh,
+)
 from colajax.sampling_tokens import TokenChoice
 
-# Logical axis -> mesh axes when the checkpoint's meta carries no experiment config
-# (experiments/base.py: FSDP shards the model width, tensor the wide axes).
-DEFAULT_RULES = {
-    "batch": ("data", "fsdp"),
-    "length": (),
-    "vocab": ("tensor",),
-    "embed": ("fsdp",),
-    "mlp": ("tensor",),
-    "heads": ("tensor",),
-    "kv": (),
-    "latent": (),
-}
 IMPORTED_FORMAT = "hf-safetensors"  # meta["source"]["format"] of `colajax import-hf` outputs
 
 # generate_fn(prompts, record_numbers) -> generations (one string per prompt)
 GenerateFn = Callable[[list[str], list[int]], list[str]]
-
-
-# --- restoring a model onto this run's mesh -----------------------------------------------
-
-
-@dataclasses.dataclass
-class Model:
-    params: dict  # {"vae": ..., "dit": ...} (no "dit" for a Stage-1 checkpoint)
-    vae_config: VAEConfig
-    dit_config: DiTConfig | None
-    meta: dict
-    mesh: Mesh
-
-
-def parse_mesh(spec: str) -> dict[str, int]:
-    """`"data=-1"` / `"data=2,fsdp=4"` -> {"data": ., "fsdp": ., "tensor": .} (unnamed axes: 1)."""
-    shape = dict.fromkeys(sharding.MESH_AXES, 1)
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        name, sep, size = item.partition("=")
-        if name.strip() not in shape or not sep or not size.strip().lstrip("-").isdigit():
-            raise ValueError(
-                f"--mesh {spec!r}: expected comma-separated AXIS=SIZE with AXIS in "
-                f"{sharding.MESH_AXES} and one SIZE may be -1, e.g. 'data=-1' or 'fsdp=8'."
-            )
-        shape[name.strip()] = int(size)
-    return shape
-
-
-def make_mesh(spec: str) -> Mesh:
-    """Mesh of `spec` over all devices (with a -1 axis) or over the first prod(sizes) devices."""
-    shape = parse_mesh(spec)
-    devices = jax.devices()
-    if -1 not in shape.values():
-        n = math.prod(shape.values())
-        if n > len(devices):
-            raise ValueError(f"--mesh {spec!r} needs {n} devices, this run has {len(devices)}.")
-        devices = devices[:n]
-    config = ml_collections.ConfigDict({"mesh": {"shape": shape}})
-    return sharding.make_mesh(config, devices)
-
-
-def read_checkpoint(directory: str) -> tuple[str, dict, set[str]]:
-    """(checkpoint root, meta, top-level keys of the stored params) of the newest step.
-
-    `directory` may be a training workdir, a stage directory or a checkpoint root (as for
-    `colajax generate`). Reads no arrays.
-    """
-    root = sample.checkpoint_root(directory)
-    step = checkpoint.latest_step(root) if os.path.isdir(root) else None
-    if step is None:
-        raise FileNotFoundError(
-            f"checkpoint directory {directory} does not exist or holds no complete step; pass a "
-            "training workdir / its checkpoints/ or an `import-hf` output."
-        )
-    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-    registry.add("params", ocp.args.StandardRestore, ocp.StandardCheckpointHandler())
-    registry.add("meta", ocp.args.JsonRestore, ocp.JsonCheckpointHandler())
-    mngr = ocp.CheckpointManager(epath.Path(root), handler_registry=registry)
-    try:
-        keys = set(mngr.item_metadata(step)["params"].tree)
-        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    finally:
-        mngr.close()
-    return root, meta, keys
-
-
-def experiment_config(meta: dict) -> dict:
-    config = meta.get("config")
-    return config if isinstance(config, dict) else {}
-
-
-def model_configs(meta: dict, with_dit: bool) -> tuple[VAEConfig, DiTConfig | None]:
-    """Model configs of a checkpoint's meta (the sampler's layouts; VAE alone for Stage 1)."""
-    if with_dit:
-        return sample.configs_from_meta(meta)
-    for src, key in ((meta, "vae_config"), (meta, "vae"), (experiment_config(meta), "vae")):
-        if isinstance(src.get(key), dict):
-            return VAEConfig.from_dict(src[key]), None
-    raise ValueError(f"checkpoint meta holds no VAE config (keys: {sorted(meta)}).")
-
-
-def mesh_rules(meta: dict) -> dict[str, tuple[str, ...]]:
-    rules = experiment_config(meta).get("mesh", {}).get("rules")
-    return {k: tuple(v) for k, v in rules.items()} if rules else dict(DEFAULT_RULES)
-
-
-def abstract_params(vae_cfg: VAEConfig, dit_cfg: DiTConfig | None, mesh: Mesh, rules) -> dict:
-    """`jax.ShapeDtypeStruct` tree of the model params with NamedShardings on `mesh`."""
-
-    def init(rng):
-        ids = jnp.zeros((1, vae_cfg.block_size), jnp.int32)
-        params = {"vae": TextVAE(vae_cfg).init(rng, ids)["params"]}
-        if dit_cfg is not None:
-            bs, c = dit_cfg.block_size, dit_cfg.txt_in_channels
-            x, t = jnp.zeros((1, bs, c)), jnp.zeros((1, bs))
-            params["dit"] = DiT(dit_cfg).init(rng, x, t)["params"]
-        return params
-
-    boxed = jax.eval_shape(init, jax.random.PRNGKey(0))
-    shapes = nn.meta.unbox(boxed)  # no mesh context: plain ShapeDtypeStructs
-    return jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-        shapes,
-        sharding.tree_shardings(boxed, mesh, rules),
-    )
-
-
-def load_model(directory: str, mesh_spec: str = "data=-1", *, need_dit: bool = True) -> Model:
-    """Restore params (no optimizer state) of a checkpoint onto the mesh `mesh_spec`."""
-    root, meta, keys = read_checkpoint(directory)
-    if "vae" not in keys or (need_dit and "dit" not in keys):
-        what = "generation needs the DiT prior" if "vae" in keys else "the VAE is missing"
-        raise ValueError(
-            f"{directory}: the stored params hold {sorted(keys)}; {what} (a Stage-1 (VAE-only) "
-            "checkpoint only serves diagnostics): pass a Stage-2 run or an `import-hf` output."
-        )
-    vae_cfg, dit_cfg = model_configs(meta, with_dit="dit" in keys)
-    mesh = make_mesh(mesh_spec)
-    target = abstract_params(vae_cfg, dit_cfg, mesh, mesh_rules(meta))
-    if keys != set(target):
-        raise ValueError(f"{directory}: stored params {sorted(keys)}, expected {sorted(target)}")
-    try:
-        params, _ = checkpoint.restore_params(root, target)
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(
-            f"{directory}: the stored params do not match the model configs in its meta "
-            f"({type(err).__name__}: {str(err)[:300]})"
-        ) from None
-    return Model(params, vae_cfg, dit_cfg, meta, mesh)
-
-
-def load_checked_tokenizer(path: str | None, meta: dict, vocab_size: int):
-    """--tokenizer, else the one the experiment trained with; must fit the model's vocab."""
-    path = path or sample.tokenizer_spec(meta)
-    if not path:
-        raise ValueError(
-            "the checkpoint records no tokenizer; pass --tokenizer (a SentencePiece .model or "
-            "a HuggingFace tokenizer.json, e.g. the released model's OLMo-2 tokenizer.json)."
-        )
-    tok = tokenizer_lib.load_tokenizer(path)
-    tokenizer_lib.check_vocab(tok, vocab_size)
-    return tok
-
-
-# --- generation and the benchmark loop -----------------------------------------------------
 
 
 def prompt_noise(seed: int, numbers: list[int], n_blocks: int, block_size: int, channels: int):
@@ -322,8 +165,8 @@ def run_benchmark(args, generate_fn: GenerateFn | None = None) -> dict:
 
 
 def _model_generate_fn(args) -> GenerateFn:
-    _, meta, keys = read_checkpoint(args.checkpoint)  # tokenizer errors before the restore
-    vocab = model_configs(meta, with_dit="dit" in keys)[0].vocab_size
+    _, _, meta, keys = checkpoint.read_info(args.checkpoint)  # tokenizer errors before restoring
+    vocab = sample.configs_from_meta(meta, with_dit="dit" in keys)[0].vocab_size
     tok = load_checked_tokenizer(args.tokenizer, meta, vocab)
     model = load_model(args.checkpoint, args.mesh)
     source = model.meta.get("source")
