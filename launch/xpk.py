@@ -2,7 +2,8 @@
 
 Does not import JAX. Example:
   python launch/xpk.py --cluster my-cluster --tpu-type v5p-256 \
-      --config experiments/cola_2b.py --workdir gs://bucket/runs/cola2b --config.train.batch_size=1408
+      --config experiments/cola_2b.py --workdir gs://bucket/runs/cola2b \
+      --config.train.batch_size=1408
 """
 
 import argparse
