@@ -25,9 +25,15 @@ READ_HINT = (
 )
 
 
+def as_path(directory) -> epath.Path:
+    """An epath for `directory`; local paths are made absolute (Orbax requires it)."""
+    d = os.fspath(directory)
+    return epath.Path(d if "://" in d else os.path.abspath(d))
+
+
 def _manager(directory, item_names, **options) -> ocp.CheckpointManager:
     opts = ocp.CheckpointManagerOptions(create=True, **options)
-    return ocp.CheckpointManager(epath.Path(directory), options=opts, item_names=item_names)
+    return ocp.CheckpointManager(as_path(directory), options=opts, item_names=item_names)
 
 
 def save_params_checkpoint(directory: str, params: Any, meta: dict, *, step: int = 0) -> None:
@@ -36,7 +42,7 @@ def save_params_checkpoint(directory: str, params: Any, meta: dict, *, step: int
     Refuses to touch an existing non-empty directory; writes into a temporary sibling first and
     renames on success, so a failure never leaves a half-written checkpoint behind.
     """
-    path = epath.Path(directory)
+    path = as_path(directory)
     if path.exists() and any(path.iterdir()):
         raise FileExistsError(
             f"{directory} already exists and is not empty; choose a new output directory "
@@ -85,7 +91,7 @@ def _reader(path: epath.Path) -> ocp.CheckpointManager:
 def _open_step(directory: str, step: int | None, hint: str):
     """Yield (reader, step) for `step` (default: the newest) of the checkpoint root `directory`;
     FileNotFoundError ending in `hint` if there is no such root or no complete step."""
-    path = epath.Path(directory)
+    path = as_path(directory)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist; {hint}")
     mngr = _reader(path)
@@ -117,7 +123,7 @@ def _params_args(abstract: Any, *, partial: bool = False) -> ocp.args.PyTreeRest
 
 def latest_step(directory: str) -> int | None:
     """Newest complete step under a checkpoint root, or None."""
-    path = epath.Path(directory)
+    path = as_path(directory)
     if not path.exists():
         return None
     mngr = _reader(path)
@@ -132,7 +138,7 @@ def resolve_root(directory: str, stage: str | None = None) -> str:
     `directory` itself (already a checkpoint root)."""
     subs = ([(stage, "checkpoints")] if stage else []) + [("checkpoints",)]
     for sub in subs:
-        cand = epath.Path(directory).joinpath(*sub)
+        cand = as_path(directory).joinpath(*sub)
         if cand.is_dir():
             return os.fspath(cand)
     return os.fspath(directory)
@@ -191,7 +197,7 @@ class TrainCheckpointer:
     """
 
     def __init__(self, directory: str, *, keep: int = 3, keep_period: int = 0, async_save=True):
-        self.directory = epath.Path(directory)
+        self.directory = as_path(directory)
         self._mngr = _manager(
             self.directory,
             TRAIN_ITEMS,

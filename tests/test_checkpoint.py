@@ -132,3 +132,15 @@ def test_restore_subtree_reads_only_the_vae(tmp_path):
         ck.restore_subtree(str(root), {"encoder": abs_p["vae"]})
     with pytest.raises(FileNotFoundError, match="init_from"):
         ck.restore_subtree(str(tmp_path / "missing"), {"vae": abs_p["vae"]})
+
+
+def test_relative_workdir_round_trips(tmp_path, monkeypatch):
+    """`colajax train --workdir runs/x` passes a relative path; Orbax needs absolute ones."""
+    monkeypatch.chdir(tmp_path)
+    _save_steps("runs/rel", [1, 2], keep=3)
+    abs_p, abs_o = _abstract(_mesh())
+    r = ck.TrainCheckpointer("runs/rel").restore_latest(abs_p, abs_o)
+    assert r["step"] == 2
+    np.testing.assert_array_equal(r["params"]["dit"]["b"], np.arange(6.0) + 2)
+    params, meta = ck.restore_params("runs/rel")
+    assert meta == {"step": 2}
