@@ -4,6 +4,9 @@ Conventions:
 - forward FLOPs = 2 x matmul multiply-accumulates (weights and attention scores/values); norms,
   activations, softmax, RoPE and embedding gathers are not counted;
 - a trained component costs 3 x forward (forward + backward), a frozen one 1 x forward;
+- the timestep MLP and the AdaLN linears depend on t only and are counted once per distinct
+  timestep (per block of the training layout, per sample in a generation pass), as the trainer
+  and the sampler compute them; the official code runs them per row (`t_groups=None`);
 - attention is counted over the key positions a query can see under the block-causal masks
   ("masked", the model FLOPs used for MFU) and, for reference, over every key ("dense", what a
   dense masked-softmax kernel actually computes);
@@ -50,6 +53,11 @@ def train_layout_rows(seq_len: int, block_size: int) -> int:
     return 2 * seq_len - block_size
 
 
+def train_layout_t_groups(seq_len: int, block_size: int) -> int:
+    """Distinct timesteps of one training-layout sample: the clean rows (t = 0) + one per block."""
+    return 1 + _check_blocks(seq_len, block_size)
+
+
 def train_layout_pairs(seq_len: int, block_size: int) -> int:
     """Visible (query, key) pairs of the clean/noisy training mask (= L^2)."""
     n = _check_blocks(seq_len, block_size)
@@ -91,19 +99,29 @@ def vae_decoder_flops(cfg: VAEConfig, rows: int, pairs: int) -> float:
 
 
 def dit_macs_per_row(cfg: DiTConfig) -> int:
-    """Weight MACs per DiT row: input, per-row timestep MLP, blocks (AdaLN, attn, MLP), head."""
+    """Weight MACs per DiT row: input projection, blocks (qkv, out, MLP), output projection."""
     d, inner, c = cfg.txt_dim, cfg.heads * cfg.head_dim, cfg.txt_in_channels
+    block = d * 3 * inner + inner * d + 2 * d * cfg.expand_ratio * d
+    return c * d + cfg.num_layers * block + d * cfg.txt_out_channels
+
+
+def dit_macs_per_timestep(cfg: DiTConfig) -> int:
+    """Weight MACs that depend on the timestep only: the timestep MLP and every AdaLN linear."""
+    d = cfg.txt_dim
     emb = SINUSOID_DIM * d + d * d + d * cfg.emb_dim
     ada = 6 * d * d  # msa_in (2d) + msa_out (d) + mlp_in (2d) + mlp_out (d)
-    block = ada + d * 3 * inner + inner * d + 2 * d * cfg.expand_ratio * d
-    head = 2 * d * d + d * cfg.txt_out_channels
-    return c * d + emb + cfg.num_layers * block + head
+    return emb + cfg.num_layers * ada + 2 * d * d  # + the head's AdaLN
 
 
-def dit_flops(cfg: DiTConfig, rows: int, pairs: int) -> float:
-    """DiT forward over `rows` query rows with `pairs` visible (query, key) pairs in total."""
+def dit_flops(cfg: DiTConfig, rows: int, pairs: int, t_groups: int | None = None) -> float:
+    """DiT forward over `rows` query rows with `pairs` visible (query, key) pairs in total.
+
+    `t_groups`: how many distinct timesteps the rows carry (the conditioning runs once per
+    timestep); None counts it per row, as a per-row `t` input computes it.
+    """
+    groups = rows if t_groups is None else t_groups
     attn = cfg.num_layers * 2 * pairs * cfg.heads * cfg.head_dim
-    return 2.0 * (rows * dit_macs_per_row(cfg) + attn)
+    return 2.0 * (rows * dit_macs_per_row(cfg) + groups * dit_macs_per_timestep(cfg) + attn)
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,7 +187,9 @@ def stage2_flops(
     if ref is None:
         ref = mode in ("joint", "interval")
     rows_dit = train_layout_rows(seq_len, dit.block_size)
-    dit_fwd = dit_flops(dit, batch * rows_dit, batch * train_layout_pairs(seq_len, dit.block_size))
+    groups = batch * train_layout_t_groups(seq_len, dit.block_size)
+    pairs = batch * train_layout_pairs(seq_len, dit.block_size)
+    dit_fwd = dit_flops(dit, batch * rows_dit, pairs, groups)
     dit_dense = dit_flops(dit, batch * rows_dit, batch * rows_dit * rows_dit)
     if mode == "frozen":
         parts = {"vae_encoder": _vae_parts(vae, batch, seq_len, False, False)["vae_encoder"]}
@@ -198,9 +218,9 @@ def generation_block_flops(
     """
     bs = dit.block_size
     keys = context_len + bs
-    cond = dit_flops(dit, bs, bs * keys)
-    uncond = dit_flops(dit, bs, bs * bs) if cfg else 0.0
-    commit = dit_flops(dit, bs, bs * keys)
+    cond = dit_flops(dit, bs, bs * keys, 1)  # one timestep per pass
+    uncond = dit_flops(dit, bs, bs * bs, 1) if cfg else 0.0
+    commit = dit_flops(dit, bs, bs * keys, 1)
     decoder = vae_decoder_flops(vae, bs, bs * keys)
     out = {
         "cond": steps * cond,
@@ -230,7 +250,7 @@ def generation_flops(
     if prompt_len:
         prefill = (
             vae_encoder_flops(vae, prompt_len, pairs)
-            + dit_flops(dit, prompt_len, pairs)
+            + dit_flops(dit, prompt_len, pairs, 1)
             + vae_decoder_flops(vae, prompt_len, pairs)
         )
     blocks = [

@@ -116,7 +116,7 @@ def prefill(params, vae_cfg, dit_cfg, prefix_BLC, prefix_len_B, cache_len, *, ro
     """
     b, length, _ = prefix_BLC.shape
     dit_cache = init_dit_cache(dit_cfg, b, cache_len)
-    t0 = jnp.zeros((b, length), jnp.float32)
+    t0 = jnp.zeros((b,), jnp.float32)  # one timestep per sample: AdaLN once per sample
     x_in = _dit_in(prefix_BLC, round_bf16)
     _, dit_cache = _dit(dit_cfg, params, x_in, t0, dit_cache, prefix_len_B, True, method=DiT.cached)
     if fused:
@@ -169,7 +169,7 @@ def commit_block(params, dit_cfg, x_in_BJC, dit_cache, *, fused):
     if fused:
         x_in_BJC = jnp.concatenate([x_in_BJC, x_in_BJC])
         new = jnp.concatenate([new, jnp.zeros_like(new)])
-    t0 = jnp.zeros(x_in_BJC.shape[:2], jnp.float32)
+    t0 = jnp.zeros(x_in_BJC.shape[:1], jnp.float32)
     _, cache = _dit(dit_cfg, params, x_in_BJC, t0, dit_cache, new, True, method=DiT.cached)
     return cache
 

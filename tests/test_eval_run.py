@@ -7,33 +7,13 @@ import json
 import jax
 import numpy as np
 import pytest
+from tiny_models import TINY_DIT, TINY_VAE
 
 from colajax import checkpoint
 from colajax.eval import restore, run, scoring
-from colajax.models.config import DiTConfig, VAEConfig
 
-VAE = VAEConfig(
-    vocab_size=4096,  # the bundled kjv_sp4096 tokenizer
-    dim=32,
-    ffn_dim=64,
-    num_heads=2,
-    encoder_num_blocks=1,
-    decoder_num_blocks=1,
-    latent_dim=4,
-    block_size=4,
-)
-DIT = DiTConfig(
-    txt_in_channels=4,
-    txt_out_channels=4,
-    txt_dim=32,
-    emb_dim=32,
-    heads=2,
-    head_dim=16,
-    expand_ratio=2,
-    num_layers=1,
-    rope_dim=8,
-    block_size=4,
-)
+VAE = TINY_VAE
+DIT = TINY_DIT
 TOKENIZER = "bundled:kjv_sp4096.model"
 HF_META = {
     "vae_config": dataclasses.asdict(VAE),

@@ -9,7 +9,7 @@ import pytest
 from colajax import flops
 from colajax.models import attention
 from colajax.models.config import DiTConfig, VAEConfig
-from colajax.models.dit import DiT, init_dit_cache
+from colajax.models.dit import DiT, GroupedTimesteps, init_dit_cache
 from colajax.models.vae import TextVAE
 
 # Tiny, but matmul-dominated so XLA's elementwise FLOPs stay a few percent of the total.
@@ -73,12 +73,18 @@ def test_visible_pairs_match_the_real_masks(length, bs):
 
 def test_hand_formulas_default_models():
     d, c, lay = 2048, 16, 24
-    # per row: txt_in + timestep MLP + 24 x (AdaLN 6d^2 + qkv 3d^2 + out d^2 + MLP 8d^2) + head
-    per_row = c * d + (256 * d + 2 * d * d) + lay * 18 * d * d + (2 * d * d + d * c)
+    # per row: txt_in + 24 x (qkv 3d^2 + out d^2 + MLP 8d^2) + txt_out
+    per_row = c * d + lay * 12 * d * d + d * c
+    # per timestep: timestep MLP + 24 x AdaLN 6d^2 + the head's AdaLN 2d^2
+    per_t = (256 * d + 2 * d * d) + lay * 6 * d * d + 2 * d * d
     rows, pairs = 1008, 512 * 512
-    want = 2 * (rows * per_row + lay * 2 * pairs * 16 * 128)
+    want = 2 * (rows * (per_row + per_t) + lay * 2 * pairs * 16 * 128)
     assert flops.dit_flops(DiTConfig(), rows, pairs) == want
+    grouped = 2 * (rows * per_row + 33 * per_t + lay * 2 * pairs * 16 * 128)
+    assert flops.dit_flops(DiTConfig(), rows, pairs, t_groups=33) == grouped
     assert flops.dit_macs_per_row(DiTConfig()) == per_row
+    assert flops.dit_macs_per_timestep(DiTConfig()) == per_t
+    assert flops.train_layout_t_groups(512, 16) == 33
     v = VAEConfig()
     k, f, vocab = 1536, 6144, 100278
     block = 3 * k * k + k * k + k * f + (f // 2) * k  # qkv, out, ffn_proj, SwiGLU ffn_out
@@ -94,7 +100,8 @@ def test_stage_totals_combine_components():
     enc = flops.vae_encoder_flops(VAE, b * length, b * pairs)
     dec = flops.vae_decoder_flops(VAE, b * length, b * pairs)
     rows = flops.train_layout_rows(length, DIT.block_size)
-    dit = flops.dit_flops(DIT, b * rows, b * length * length)
+    groups = b * flops.train_layout_t_groups(length, DIT.block_size)
+    dit = flops.dit_flops(DIT, b * rows, b * length * length, groups)
     s1 = flops.stage1_flops(VAE, b, length)
     assert s1["total"] == pytest.approx(3 * 2 * (enc + dec))
     assert flops.stage1_flops(VAE, b, length, bert=False)["total"] == pytest.approx(3 * (enc + dec))
@@ -121,9 +128,9 @@ def test_paper_budget_axis():
 def test_generation_block_flops():
     ctx, bs = 32, DIT.block_size
     g = flops.generation_block_flops(VAE, DIT, ctx, steps=16)
-    assert g["cond"] == 16 * flops.dit_flops(DIT, bs, bs * (ctx + bs))
-    assert g["uncond"] == 16 * flops.dit_flops(DIT, bs, bs * bs)
-    assert g["commit"] == flops.dit_flops(DIT, bs, bs * (ctx + bs))
+    assert g["cond"] == 16 * flops.dit_flops(DIT, bs, bs * (ctx + bs), 1)
+    assert g["uncond"] == 16 * flops.dit_flops(DIT, bs, bs * bs, 1)
+    assert g["commit"] == flops.dit_flops(DIT, bs, bs * (ctx + bs), 1)
     assert g["decoder"] == flops.vae_decoder_flops(VAE, bs, bs * (ctx + bs))
     assert g["total"] == g["cond"] + g["uncond"] + g["commit"] + g["decoder"]
     assert flops.generation_block_flops(VAE, DIT, ctx, cfg=False)["uncond"] == 0.0
@@ -157,3 +164,17 @@ def test_generation_pass_matches_xla_cost_analysis():
     cache = init_dit_cache(DIT, B, S)
     xla = _xla_flops(lambda p, x, t, c: model.apply(p, x, t, c, method=DiT.cached), p, x, t, cache)
     _assert_close_to_xla(xla, flops.dit_flops(DIT, B * bs, B * bs * (S + bs)))
+
+
+def test_timestep_conditioning_counted_per_group_matches_xla():
+    """Grouped / per-sample timesteps run the timestep MLP and AdaLN once per timestep."""
+    model, g = DiT(DIT), S // DIT.block_size
+    x = jnp.zeros((B, S, 8))
+    p = jax.eval_shape(model.init, jax.random.PRNGKey(0), x, jnp.zeros((B, S)))
+    grouped = GroupedTimesteps(jnp.zeros((B, g)), jnp.broadcast_to(jnp.arange(g), (B, g)))
+    xla = _xla_flops(lambda p, x, t: model.apply(p, x, t), p, x, grouped)
+    _assert_close_to_xla(xla, flops.dit_flops(DIT, B * S, B * S * S, t_groups=B * g))
+    xla = _xla_flops(lambda p, x, t: model.apply(p, x, t), p, x, jnp.zeros((B,)))
+    _assert_close_to_xla(xla, flops.dit_flops(DIT, B * S, B * S * S, t_groups=B))
+    per_row = flops.dit_flops(DIT, B * S, B * S * S)
+    assert per_row > flops.dit_flops(DIT, B * S, B * S * S, t_groups=B * g)

@@ -7,27 +7,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_models import tiny_dit
 
 from colajax.models import attention
-from colajax.models.config import DiTConfig, VAEConfig
+from colajax.models.config import VAEConfig
 from colajax.models.dit import DiT
 from colajax.train import objectives as obj
 
 BS = 2
 L = 8  # the paper's Fig. 1 example: lsq = 8, bs = 2 -> 3 clean + 4 noisy blocks
 C = 4
-DIT = DiTConfig(
-    txt_in_channels=C,
-    txt_out_channels=C,
-    txt_dim=32,
-    emb_dim=32,
-    heads=2,
-    head_dim=16,
-    expand_ratio=2,
-    num_layers=2,
-    rope_dim=8,
-    block_size=BS,
-)
+DIT = tiny_dit(num_layers=2, block_size=BS)
 
 
 @functools.partial(jax.jit, static_argnames=("grad_to_vae",))

@@ -38,6 +38,20 @@ def block_causal_mask(q_pos_BQ, k_pos_BK, block_size: int, q_seg_BQ=None, k_seg_
     return (allowed & same)[:, None]
 
 
+def clean_noisy_allowed(q_blk, q_copy, k_blk, k_copy):
+    """The training-layout visibility rule on (broadcastable) block indices and copy flags."""
+    return (
+        ((q_copy == 0) & (k_copy == 0) & (q_blk >= k_blk))
+        | ((q_copy == 1) & (k_copy == 0) & (q_blk > k_blk))
+        | ((q_copy == 1) & (k_copy == 1) & (q_blk == k_blk))
+    )
+
+
+def same_segment(q_seg, k_seg):
+    """Same segment and a real (non-padding) key, on broadcastable segment ids."""
+    return (q_seg == k_seg) & (k_seg > 0)
+
+
 def clean_noisy_mask(pos_BL, copy_BL, block_size: int, seg_BL=None):
     """Training mask over a `[clean | noisy]` DiT layout (copy 0 = clean, 1 = noisy).
 
@@ -45,16 +59,12 @@ def clean_noisy_mask(pos_BL, copy_BL, block_size: int, seg_BL=None):
     noisy q -> noisy k: same block only; clean q never sees noisy k; never across segments.
     """
     b = pos_BL // block_size
-    qb, kb = b[:, :, None], b[:, None, :]
-    qc, kc = copy_BL[:, :, None], copy_BL[:, None, :]
-    allowed = (
-        ((qc == 0) & (kc == 0) & (qb >= kb))
-        | ((qc == 1) & (kc == 0) & (qb > kb))
-        | ((qc == 1) & (kc == 1) & (qb == kb))
+    allowed = clean_noisy_allowed(
+        b[:, :, None], copy_BL[:, :, None], b[:, None, :], copy_BL[:, None, :]
     )
     if seg_BL is None:
         seg_BL = jnp.ones_like(pos_BL)
-    same = (seg_BL[:, :, None] == seg_BL[:, None, :]) & (seg_BL[:, None, :] > 0)
+    same = same_segment(seg_BL[:, :, None], seg_BL[:, None, :])
     return (allowed & same)[:, None]
 
 
@@ -85,14 +95,21 @@ def rope_half(x_BLHD, pos_BL, theta: float):
 
 
 def rope_interleaved(x_BLHD, pos_BL, theta: float, rope_dim: int):
-    """GPT-J interleaved RoPE on the first `rope_dim` channels (DiT). float32 result."""
+    """GPT-J interleaved RoPE on the first `rope_dim` channels (DiT). float32 result.
+
+    Pair (2j, 2j+1) -> (x0 cos - x1 sin, x1 cos + x0 sin); the other channels pass through
+    (cos 1, sin 0), written as `x * cos + swap(x) * sin` so no slicing or concatenation of
+    the head channels is needed.
+    """
     x = x_BLHD.astype(jnp.float32)
+    d = x.shape[-1]
     ang = pos_BL.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq(rope_dim, theta))
-    cos, sin = jnp.cos(ang)[:, :, None, :], jnp.sin(ang)[:, :, None, :]  # [B,L,1,r/2]
-    xr = x[..., :rope_dim].reshape(*x.shape[:-1], rope_dim // 2, 2)
-    x0, x1 = xr[..., 0], xr[..., 1]
-    out = jnp.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], axis=-1)
-    return jnp.concatenate([out.reshape(*x.shape[:-1], rope_dim), x[..., rope_dim:]], axis=-1)
+    rest = jnp.zeros((*ang.shape[:-1], d - rope_dim), jnp.float32)
+    cos = jnp.concatenate([jnp.repeat(jnp.cos(ang), 2, axis=-1), rest + 1.0], -1)[:, :, None]
+    sin = jnp.concatenate([jnp.repeat(jnp.sin(ang), 2, axis=-1), rest], -1)[:, :, None]
+    pairs = x.reshape(*x.shape[:-1], d // 2, 2)
+    swap = (pairs[..., ::-1] * jnp.array([-1.0, 1.0], jnp.float32)).reshape(x.shape)
+    return x * cos + swap * sin
 
 
 # --------------------------------------------------------------------------------------------

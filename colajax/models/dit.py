@@ -8,22 +8,31 @@ Mixed precision (`config.dtype == 'bfloat16'`) follows the official autocast num
 bf16 residual stream, bf16 matmul outputs, float32 LayerNorm/softmax/RoPE, `1 + scale` rounded to
 bf16 before the float32 modulation, elementwise bf16 ops computed in float32 and rounded once.
 Timesteps are rounded to bf16 first, as the official callers do. Parameters are float32.
+
+Training fast path (same numbers): `mask_B1LL` may be a `train_attention.CleanNoisyLayout`
+(attended without a dense mask) and `t_BL` a `GroupedTimesteps` (AdaLN linears once per
+timestep group); LayerNorm + modulation, q/k norm + RoPE and GELU keep only their inputs for the
+backward pass.
 """
 
-import math
+import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from colajax.models import attention
+from colajax.models import attention, lean, train_attention
 from colajax.models.config import DiTConfig
-from colajax.models.layers import Dense, LayerNorm, dtype_of, round_to
+from colajax.models.layers import Dense, LayerNorm, dtype_of, matmul, round_to
+from colajax.models.timestep import (  # noqa: F401  (re-exported: the DiT's public API)
+    SINUSOID_DIM,
+    GroupedTimesteps,
+    rows_of,
+    timestep_freqs,
+    timestep_sinusoid,
+)
 
-SINUSOID_DIM = 256
 ROPE_THETA = 10000.0
-MAX_PERIOD = 10000.0
 
 
 def check_config(cfg: DiTConfig) -> None:
@@ -67,20 +76,6 @@ def _dense(features, axes, cfg: DiTConfig, *, contract=1, use_bias=True, name=No
         kernel_init=xavier_uniform(contract, len(features)),
         name=name,
     )
-
-
-def timestep_freqs() -> np.ndarray:
-    """`exp(-ln(10000) * j / 128)`, j < 128, as the official float32 computation rounds it."""
-    half = SINUSOID_DIM // 2
-    exponent = np.float32(-math.log(MAX_PERIOD)) * np.arange(half, dtype=np.float32)
-    exponent = exponent / np.float32(half)
-    return np.exp(exponent.astype(np.float64)).astype(np.float32)
-
-
-def timestep_sinusoid(t_BL) -> jax.Array:
-    """`[sin(t f), cos(t f)]` (sin first), width 256, float32."""
-    ang = t_BL.astype(jnp.float32)[..., None] * jnp.asarray(timestep_freqs())
-    return jnp.concatenate([jnp.sin(ang), jnp.cos(ang)], axis=-1)
 
 
 def silu(x):
@@ -138,6 +133,67 @@ class BlockModulation(nn.Module):
         )
 
 
+class QKVProjection(nn.Module):
+    """The fused qkv projection (kernel `[D, 3, H, Dh]`, as released) applied as three matmuls.
+
+    Same parameters and numbers as one `Dense` over the fused kernel, without slicing q, k and v
+    out of a fused `[B, L, 3, H, Dh]` result (and re-assembling its gradient).
+    """
+
+    config: DiTConfig
+
+    @nn.compact
+    def __call__(self, x_BLD):
+        cfg = self.config
+        dt = dtype_of(cfg.dtype)
+        axes = ("embed", None, "heads", "kv")
+        shape = (x_BLD.shape[-1], 3, cfg.heads, cfg.head_dim)
+        init = nn.with_logical_partitioning(xavier_uniform(1, 3), axes)
+        kernel = self.param("kernel", init, shape, jnp.float32)
+        bias = None
+        if cfg.qk_bias:
+            init_b = nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[1:])
+            bias = self.param("bias", init_b, shape[1:], jnp.float32)
+        outs = []
+        for i in range(3):
+            y = matmul(x_BLD, kernel[:, i], 1, dt)
+            if bias is not None:
+                y = round_to(y.astype(jnp.float32) + bias[i], y.dtype)
+            outs.append(y)
+        return outs
+
+
+class HeadNormParams(nn.Module):
+    """The affine parameters of a q/k LayerNorm (named and initialised as `LayerNorm`'s)."""
+
+    size: int
+
+    @nn.compact
+    def __call__(self):
+        init = lambda f: nn.with_logical_partitioning(f, ("kv",))
+        scale = self.param("scale", init(nn.initializers.ones), (self.size,))
+        return scale, self.param("bias", init(nn.initializers.zeros), (self.size,))
+
+
+def _qk_norm_rope(q, k, norm_q, norm_k, pos_BQ, *, eps, rope_dim, dt):
+    """Per-head LayerNorm (affine) then interleaved RoPE on q and k, rounded to `dt`."""
+
+    def one(x, params):
+        scale, bias = params
+        ln = LayerNorm(eps, axes=("kv",), parent=None)
+        x = ln.apply({"params": {"scale": scale, "bias": bias}}, x)
+        return round_to(attention.rope_interleaved(x, pos_BQ, ROPE_THETA, rope_dim), dt)
+
+    return one(q, norm_q), one(k, norm_k)
+
+
+def _ln_modulate(h, shift, scale, group, *, eps, dt):
+    """`modulate(LayerNorm(h), shift, scale)` (no affine); shift/scale per row or per group."""
+    x = LayerNorm(eps, affine=False, parent=None).apply({}, h)
+    rows = lambda m: rows_of(m, group, h.shape[1])
+    return modulate(x, rows(shift), rows(scale), dt)
+
+
 class DiTAttention(nn.Module):
     """Fused qkv, per-head q/k LayerNorm, interleaved partial RoPE, optional past K/V."""
 
@@ -145,27 +201,25 @@ class DiTAttention(nn.Module):
 
     @nn.compact
     def __call__(self, a_BQD, q_pos_BQ, mask_B1QK, past_k=None, past_v=None):
-        """Returns (out_BQD, k_BQHD, v_BQHD); k/v are post-norm, post-RoPE, compute dtype."""
+        """Returns (out_BQD, k_BQHD, v_BQHD); k/v are post-norm, post-RoPE, compute dtype.
+
+        `mask_B1QK` is a boolean mask or an `train_attention.CleanNoisyLayout` (training layout).
+        """
         cfg = self.config
         dt = dtype_of(cfg.dtype)
-        qkv = _dense(
-            (3, cfg.heads, cfg.head_dim),
-            ("embed", None, "heads", "kv"),
-            cfg,
-            use_bias=cfg.qk_bias,
-            name="proj_qkv",
-        )(a_BQD)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        q = LayerNorm(cfg.norm_eps, axes=("kv",), name="norm_q")(q)
-        k = LayerNorm(cfg.norm_eps, axes=("kv",), name="norm_k")(k)
-        q = round_to(attention.rope_interleaved(q, q_pos_BQ, ROPE_THETA, cfg.rope_dim), dt)
-        k = round_to(attention.rope_interleaved(k, q_pos_BQ, ROPE_THETA, cfg.rope_dim), dt)
+        q, k, v = QKVProjection(cfg, name="proj_qkv")(a_BQD)
+        norms = (HeadNormParams(cfg.head_dim, name=n)() for n in ("norm_q", "norm_k"))
+        prep = functools.partial(_qk_norm_rope, eps=cfg.norm_eps, rope_dim=cfg.rope_dim, dt=dt)
+        q, k = lean.recompute_in_backward(prep)(q, k, *norms, q_pos_BQ)
         v = v.astype(dt)
         k_all, v_all = k, v
         if past_k is not None:
             k_all = jnp.concatenate([past_k.astype(dt), k], axis=1)
             v_all = jnp.concatenate([past_v.astype(dt), v], axis=1)
-        o = attention.attend(q, k_all, v_all, mask_B1QK, dt)
+        if isinstance(mask_B1QK, train_attention.CleanNoisyLayout):
+            o = train_attention.attend_clean_noisy(q, k_all, v_all, mask_B1QK, cfg.block_size, dt)
+        else:
+            o = attention.attend(q, k_all, v_all, mask_B1QK, dt)
         out = _dense(
             (cfg.txt_dim,),
             ("heads", "kv", "embed"),
@@ -185,7 +239,7 @@ class DiTMLP(nn.Module):
         cfg = self.config
         hidden = cfg.expand_ratio * cfg.txt_dim
         y = _dense((hidden,), ("embed", "mlp"), cfg, name="proj_in")(m)
-        y = round_to(jax.nn.gelu(y.astype(jnp.float32), approximate=True), y.dtype)
+        y = round_to(lean.gelu_tanh(y.astype(jnp.float32)), y.dtype)
         return _dense((cfg.txt_dim,), ("mlp", "embed"), cfg, name="proj_out")(y)
 
 
@@ -195,16 +249,19 @@ class DiTBlock(nn.Module):
     config: DiTConfig
 
     @nn.compact
-    def __call__(self, h, e_silu, q_pos_BQ, mask_B1QK, past_k=None, past_v=None):
+    def __call__(self, h, e_silu, q_pos_BQ, mask_B1QK, past_k=None, past_v=None, group_BQ=None):
+        """`e_silu` is per row, or per group with `group_BQ` mapping row runs to groups."""
         cfg = self.config
         dt = dtype_of(cfg.dtype)
         shift1, scale1, gate1, shift2, scale2, gate2 = BlockModulation(cfg, name="ada")(e_silu)
-        norm = LayerNorm(cfg.norm_eps, affine=False)
-        a = modulate(norm(h), shift1, scale1, dt)
+        rows = lambda m: rows_of(m, group_BQ, h.shape[1])
+        ln_mod = functools.partial(_ln_modulate, eps=cfg.norm_eps, dt=dt)
+        ln_mod = lean.recompute_in_backward(ln_mod)
+        a = ln_mod(h, shift1, scale1, group_BQ)
         y, k, v = DiTAttention(cfg, name="msa")(a, q_pos_BQ, mask_B1QK, past_k, past_v)
-        h = gated_residual(h, y, gate1, dt)
-        m = modulate(norm(h), shift2, scale2, dt)
-        h = gated_residual(h, DiTMLP(cfg, name="mlp")(m), gate2, dt)
+        h = gated_residual(h, y, rows(gate1), dt)
+        m = ln_mod(h, shift2, scale2, group_BQ)
+        h = gated_residual(h, DiTMLP(cfg, name="mlp")(m), rows(gate2), dt)
         return h, k, v
 
 
@@ -225,7 +282,11 @@ class DiT(nn.Module):
         self.txt_out = _dense((cfg.txt_out_channels,), ("embed", "latent"), cfg)
 
     def _embed(self, x_BLC, t):
-        """Input projection and SiLU(timestep embedding) (t: per row [B, L] or per sample [B])."""
+        """Input projection and SiLU(timestep embedding).
+
+        t: per row [B, L], per sample [B], or `GroupedTimesteps`. Returns (h, e_silu, group_BN):
+        with groups, e_silu is per group `[B, G, D]`; otherwise per row and group_BN is None.
+        """
         cfg = self.config
         if x_BLC.shape[-1] != cfg.txt_in_channels:
             raise ValueError(
@@ -233,25 +294,52 @@ class DiT(nn.Module):
                 f"{cfg.txt_in_channels}."
             )
         dt = dtype_of(cfg.dtype)
-        t = jnp.asarray(t)
-        if t.ndim == 1:
-            t = t[:, None]
-        t = jnp.broadcast_to(t, x_BLC.shape[:2])
+        group = None
+        if isinstance(t, GroupedTimesteps):
+            t, group = jnp.asarray(t.t_BG), jnp.asarray(t.group_BN)
+            b, length = x_BLC.shape[:2]
+            if t.ndim != 2 or group.ndim != 2 or group.shape[1] == 0 or length % group.shape[1]:
+                raise ValueError(
+                    f"GroupedTimesteps needs t_BG [B, G] and group_BN [B, N] with N dividing the "
+                    f"{length} rows; got {t.shape} and {group.shape}."
+                )
+        else:
+            t = jnp.asarray(t)
+            if t.ndim == 1:  # one timestep per sample: a single group (the sampler's calls)
+                t, group = t[:, None], jnp.zeros((t.shape[0], 1), jnp.int32)
+            else:
+                t = jnp.broadcast_to(t, x_BLC.shape[:2])
         # The official callers hand the DiT bf16 timesteps; idempotent if already rounded.
         t = round_to(t.astype(jnp.float32), dt).astype(jnp.float32)
         h = self.txt_in(x_BLC)
         e_silu = silu(self.emb_in(t))
-        return h, e_silu
+        return h, e_silu, group
 
-    def _head(self, h, e_silu):
+    def _head(self, h, e_silu, group=None):
         dt = dtype_of(self.config.dtype)
-        ss = self.txt_out_ada(e_silu)
+        ss = rows_of(self.txt_out_ada(e_silu), group, h.shape[1])
         y = modulate(self.txt_out_norm(h), ss[..., 0, :], ss[..., 1, :], dt)
         return self.txt_out(y).astype(jnp.float32)
 
     def __call__(self, x_BLC, t_BL, positions_BL=None, segment_ids_BL=None, mask_B1LL=None):
-        """Velocity for padded sequences; `mask_B1LL` (bool) overrides the block-causal mask."""
+        """Velocity for padded sequences.
+
+        `t_BL`: per row, per sample or `GroupedTimesteps`. `mask_B1LL`: a boolean mask that
+        overrides the block-causal one, or a `train_attention.CleanNoisyLayout` (the training
+        layout, attended without a dense mask; positions and segments then come from it).
+        """
         b, length = x_BLC.shape[:2]
+        if isinstance(mask_B1LL, train_attention.CleanNoisyLayout):
+            if positions_BL is not None or segment_ids_BL is not None:
+                raise ValueError(
+                    "with a CleanNoisyLayout the positions and segment ids come from the layout; "
+                    "pass positions_BL=None and segment_ids_BL=None."
+                )
+            positions_BL, _, segment_ids_BL = mask_B1LL.rows(self.config.block_size)
+            if positions_BL.shape != (b, length):
+                raise ValueError(
+                    f"DiT input has {length} rows; the training layout has {positions_BL.shape[1]}."
+                )
         if positions_BL is None:
             positions_BL = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
         if segment_ids_BL is None:
@@ -260,10 +348,10 @@ class DiT(nn.Module):
             mask_B1LL = attention.block_causal_mask(
                 positions_BL, positions_BL, self.config.block_size, segment_ids_BL, segment_ids_BL
             )
-        h, e_silu = self._embed(x_BLC, t_BL)
+        h, e_silu, group = self._embed(x_BLC, t_BL)
         for blk in self.blocks:
-            h, _, _ = blk(h, e_silu, positions_BL, mask_B1LL)
-        return self._head(h, e_silu)
+            h, _, _ = blk(h, e_silu, positions_BL, mask_B1LL, None, None, group)
+        return self._head(h, e_silu, group)
 
     def cached(self, x_BQC, t_BQ, cache, new_lengths_B=None, update=False):
         """Rows at positions `end .. end+Q-1` attending to the valid cache slots and themselves.
@@ -282,18 +370,18 @@ class DiT(nn.Module):
             new_lengths_B = jnp.full((b,), q_len, jnp.int32)
         q_pos, q_seg, k_pos, k_seg = attention.cached_layout(cache, q_len, new_lengths_B)
         mask = attention.block_causal_mask(q_pos, k_pos, cfg.block_size, q_seg, k_seg)
-        h, e_silu = self._embed(x_BQC, t_BQ)
+        h, e_silu, group = self._embed(x_BQC, t_BQ)
         end = cache["end"]
         layers = []
         for blk, kv in zip(self.blocks, cache["layers"], strict=True):
-            h, k, v = blk(h, e_silu, q_pos, mask, kv["k"], kv["v"])
+            h, k, v = blk(h, e_silu, q_pos, mask, kv["k"], kv["v"], group)
             if update:
                 kv = {
                     "k": attention.write_rows(kv["k"], end, k),
                     "v": attention.write_rows(kv["v"], end, v),
                 }
             layers.append(kv)
-        out = self._head(h, e_silu)
+        out = self._head(h, e_silu, group)
         if not update:
             return out, cache
         new_end = end + jnp.asarray(new_lengths_B, jnp.int32)

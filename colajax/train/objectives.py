@@ -15,6 +15,10 @@ Choices the paper leaves open (paper digest §8), made here and documented in th
 - Flow matching: one logit-normal timestep per noisy block, rectified-flow path, velocity target
   eps - sg(z0); the clean history is sg(z0); whether FM gradients reach the encoder through z_t
   is the flag `fm_grad_to_vae` (default True).
+
+Speed: with default positions (the trainer's batches) `fm_loss` gives the DiT the compact layout
+(`train_attention.CleanNoisyLayout`, `dit.GroupedTimesteps`) instead of the dense `[S, S]` mask and
+per-row timesteps: the same numbers with far less memory and compute.
 """
 
 import dataclasses
@@ -24,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from colajax.models import attention, posterior
+from colajax.models import attention, posterior, train_attention
+from colajax.models.dit import GroupedTimesteps
 
 T_SCALE = 1000.0  # the DiT is told 1000 * t
 
@@ -208,7 +213,11 @@ def stage1_loss(encode, decode, tokens_BL, rng, obj: ObjectiveConfig, mask_id: i
 
 
 class FMLayout(NamedTuple):
-    """DiT inputs of the training layout (S = 2L - bs rows) and the FM target."""
+    """DiT inputs of the training layout (S = 2L - bs rows) and the FM target.
+
+    `attn` / `t_groups` (None for packed batches with explicit positions) are the compact
+    equivalents of `mask_B1SS` / `t_BS` that `fm_loss` prefers.
+    """
 
     x_BSC: jax.Array  # [sg(z0) without the last block | z_t]
     t_BS: jax.Array  # DiT timesteps, 0..1000 (clean rows 0)
@@ -218,6 +227,8 @@ class FMLayout(NamedTuple):
     target_BLC: jax.Array  # eps - sg(z0)
     weights_BL: jax.Array  # loss weights of the noisy rows
     t_BL: jax.Array  # per-row t in (0, 1) of the noisy rows
+    attn: train_attention.CleanNoisyLayout | None = None  # the mask without materialising it
+    t_groups: GroupedTimesteps | None = None  # one DiT timestep per group (clean, noisy blocks)
 
 
 def fm_layout(
@@ -230,13 +241,16 @@ def fm_layout(
     grad_to_vae: bool = True,
     segment_ids_BL=None,
     positions_BL=None,
+    compact: bool = True,
 ) -> FMLayout:
     """Build the paper's training layout from DiT-space clean latents `z0_BLC`.
 
     One t per noisy block (rows share the t drawn at their block's first row, so packed samples
-    that restart positions get their own blocks); z_t = (1 - t) z0 + t eps.
+    that restart positions get their own blocks); z_t = (1 - t) z0 + t eps. With default
+    positions and `compact`, the layout also carries `attn` and `t_groups`.
     """
     b, length, _ = z0_BLC.shape
+    compact = compact and positions_BL is None  # blocks are row-aligned
     if length % block_size:
         raise ValueError(
             f"sequence length {length} is not a multiple of the DiT block size {block_size}; "
@@ -261,6 +275,15 @@ def fm_layout(
         [jnp.zeros((b, n_clean), jnp.int32), jnp.ones((b, length), jnp.int32)], axis=1
     )
     mask = attention.clean_noisy_mask(pos2, copy, block_size, seg2)
+    attn = t_groups = None
+    if compact:  # group 0: the clean rows (t = 0); group 1 + j: noisy block j (runs of bs rows)
+        n = length // block_size
+        t_BG = T_SCALE * jnp.pad(t_BL[:, ::block_size], ((0, 0), (1, 0)))
+        group = jnp.concatenate(
+            [jnp.zeros(n - 1, jnp.int32), jnp.arange(1, n + 1, dtype=jnp.int32)]
+        )
+        attn = train_attention.CleanNoisyLayout(seg)
+        t_groups = GroupedTimesteps(t_BG, jnp.broadcast_to(group, (b, group.size)))
     return FMLayout(
         x_BSC=x,
         t_BS=t_rows,
@@ -270,12 +293,21 @@ def fm_layout(
         target_BLC=eps - z0_sg,
         weights_BL=(seg > 0).astype(jnp.float32),
         t_BL=t_BL,
+        attn=attn,
+        t_groups=t_groups,
     )
 
 
 def fm_loss(dit, layout: FMLayout):
-    """Mean over valid noisy tokens and channels of (v - (eps - z0))^2. -> (loss, v_BLC)."""
-    v = dit(layout.x_BSC, layout.t_BS, layout.positions_BS, layout.segment_ids_BS, layout.mask_B1SS)
+    """Mean over valid noisy tokens and channels of (v - (eps - z0))^2. -> (loss, v_BLC).
+
+    The DiT gets the compact layout (`layout.attn`, `layout.t_groups`) where there is one.
+    """
+    t = layout.t_BS if layout.t_groups is None else layout.t_groups
+    if layout.attn is None:
+        v = dit(layout.x_BSC, t, layout.positions_BS, layout.segment_ids_BS, layout.mask_B1SS)
+    else:
+        v = dit(layout.x_BSC, t, None, None, layout.attn)
     length = layout.target_BLC.shape[1]
     v = v[:, -length:].astype(jnp.float32)
     err = jnp.mean(jnp.square(v - layout.target_BLC), axis=-1)
@@ -352,7 +384,7 @@ def stage2_loss(
         t_scale=obj.t_scale,
         grad_to_vae=obj.fm_grad_to_vae and mode != "frozen",
         segment_ids_BL=seg,
-        positions_BL=pos,
+        positions_BL=positions_BL,  # None: default positions, compact layout
     )
     fm, _ = fm_loss(dit, layout)
     loss = vae_loss + obj.lambda_fm * fm
