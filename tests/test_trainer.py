@@ -1,9 +1,8 @@
 """End-to-end trainer behaviour on the tiny config with the real stages and data pipeline:
 resume == uninterrupted (bitwise, data position), SIGTERM, NaN guard, metrics, eval,
-sharded == unsharded. The Stage-1 variants run by default; the both-stage resume and the
-Stage-2 sharding comparison are marked slow (`make test-slow`): compiling the tiny Stage-2 step
-costs tens of seconds on 2 cores. XLA's persistent compilation cache is shared by these tests
-and the trainer subprocess, so identical steps compile once.
+sharded == unsharded, for both stages (the Stage-2 ones take about 100 s on 2 cores). XLA's
+persistent compilation cache is shared by these tests and the trainer subprocess, so identical
+steps compile once.
 """
 
 import functools
@@ -115,7 +114,6 @@ def test_resume_is_bitwise_stage1(tmp_path):
     assert trainer.train(config, a)["step"] == 4  # rerunning a finished run is a no-op
 
 
-@pytest.mark.slow
 def test_resume_is_bitwise_for_both_stages(tmp_path):
     """stage=both: Stage 1 then Stage 2 (from the Stage-1 VAE), each 2 + kill + 2 == 4."""
     config = load_config("experiments/tiny.py", RESUME)
@@ -227,7 +225,7 @@ def _sgd(config, labels):
     "stage, probe",
     [
         ("vae", ("vae", "encoder", "patch_embedder", "kernel")),
-        pytest.param("prior", ("dit", "txt_in", "kernel"), marks=pytest.mark.slow),
+        ("prior", ("dit", "txt_in", "kernel")),
     ],
 )
 def test_sharded_equals_unsharded(stage, probe):
