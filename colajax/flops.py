@@ -181,6 +181,8 @@ def stage2_flops(
     joint/interval: trained VAE (clean + BERT copies), frozen reference-encoder forward (`ref`,
     default on), trained DiT. scratch: no reference encoder. frozen: one encoder forward + DiT.
     Interval steps compute the same graph in both phases (the trainer masks the VAE update).
+    The DiT conditioning is counted per timestep group, as the trainer's batches (default
+    positions) compute it; packed rows with explicit positions would run it per row.
     """
     if mode not in ("joint", "frozen", "scratch", "interval"):
         raise ValueError(f"unknown Stage-2 vae_mode {mode!r}; use joint|frozen|scratch|interval.")

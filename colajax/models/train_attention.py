@@ -51,7 +51,9 @@ class CleanNoisyLayout(NamedTuple):
 
 def _n_clean(length: int, block_size: int) -> int:
     if length % block_size or length < block_size:
-        raise ValueError(f"layout length {length} is not a multiple of block size {block_size}.")
+        raise ValueError(
+            f"layout length {length} is not a positive multiple of block size {block_size}."
+        )
     return length - block_size
 
 
@@ -66,7 +68,8 @@ def attend_clean_noisy(
     chunk also scores each of its blocks against itself; one softmax runs over both parts. The
     backward pass recomputes the scores from the saved log-sum-exp (flash-attention style), so
     no score matrix outlives its chunk. Equals the dense masked `attend` up to float summation
-    order. Query rows with no visible key (padding) get some average of values; ignore them.
+    order, except that query rows with no visible key (padding) output 0 where `attend` gives
+    them an average of the values.
     """
     length = layout.segment_ids_BL.shape[1]
     n_clean = _n_clean(length, block_size)
@@ -115,6 +118,11 @@ def _chunk_masks(seg_BL, lo: int, rows: int, n_keys: int, own: bool, block_size:
     return mask_a, mask_b
 
 
+def _take(x_BHSD, start: int, rows: int):
+    """Rows `start .. start + rows - 1` along S (static)."""
+    return x_BHSD[:, :, start : start + rows]
+
+
 def _blocks(x_BHQD, block_size: int):
     b, h, q, d = x_BHQD.shape
     return x_BHQD.reshape(b, h, q // block_size, block_size, d)
@@ -134,21 +142,21 @@ _QK, _PV, _KT = "bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd", "bhqk,bhqd->bhkd"  # KT: d
 _QK_B, _PV_B, _KT_B = "bhnqd,bhnkd->bhnqk", "bhnqk,bhnkd->bhnqd", "bhnqk,bhnqd->bhnkd"
 
 
-def _chunk_forward(q, k, v, seg_BL, piece, block_size, take):
-    """One chunk (`take(x, start, rows)` slices along S): (o_BHQD float32, lse_BHQ)."""
+def _chunk_forward(q, k, v, seg_BL, piece, block_size):
+    """One chunk of query rows: (o_BHQD float32, lse_BHQ)."""
     lo, rows, n_keys, own = piece
     dt = q.dtype
-    q_c = take(q, lo, rows)
+    q_c = _take(q, lo, rows)
     b, h = q_c.shape[:2]
     mask_a, mask_b = _chunk_masks(seg_BL, lo, rows, n_keys, own, block_size)
     parts = []  # (scores [b, h, q, keys], values, own block?): one softmax over all parts
     if n_keys:
-        s = _masked_scores(q_c, take(k, 0, n_keys), mask_a, dt, _QK)
-        parts.append((s, take(v, 0, n_keys), False))
+        s = _masked_scores(q_c, _take(k, 0, n_keys), mask_a, dt, _QK)
+        parts.append((s, _take(v, 0, n_keys), False))
     if own:
         blk = lambda x: _blocks(x, block_size)
-        s_o = _masked_scores(blk(q_c), blk(take(k, lo, rows)), mask_b, dt, _QK_B)
-        parts.append((s_o.reshape(b, h, rows, block_size), take(v, lo, rows), True))
+        s_o = _masked_scores(blk(q_c), blk(_take(k, lo, rows)), mask_b, dt, _QK_B)
+        parts.append((s_o.reshape(b, h, rows, block_size), _take(v, lo, rows), True))
     m = functools.reduce(jnp.maximum, [jnp.max(s, axis=-1) for s, _, _ in parts])
     es = [jnp.exp(s - m[..., None]) for s, _, _ in parts]
     den = functools.reduce(jnp.add, [jnp.sum(e, axis=-1) for e in es])
@@ -163,29 +171,32 @@ def _chunk_forward(q, k, v, seg_BL, piece, block_size, take):
             o = o + _mm(_PV, p, val, dt)
     if not exact_p:
         o = o / den[..., None]
-    return o, m + jnp.log(den)
+    # A query row that sees no key (padding) outputs 0 and gets lse = +inf, so the backward pass
+    # recomputes p = 0 for it: its VJP matches this forward pass (zero gradients through it).
+    seen = m > NEG_INF
+    return jnp.where(seen[..., None], o, 0.0), jnp.where(seen, m + jnp.log(den), jnp.inf)
 
 
-def _chunk_backward(q, k, v, lse, delta, do, seg_BL, piece, block_size, take):
+def _chunk_backward(q, k, v, lse, delta, do, seg_BL, piece, block_size):
     """Gradients of one chunk: (dq_c, dk_clean_prefix, dv_clean_prefix, dk_own, dv_own)."""
     lo, rows, n_keys, own = piece
     dt = q.dtype
-    q_c, do_c = take(q, lo, rows), take(do, lo, rows)
-    lse_c, delta_c = take(lse, lo, rows)[..., None], take(delta, lo, rows)[..., None]
+    q_c, do_c = _take(q, lo, rows), _take(do, lo, rows)
+    lse_c, delta_c = _take(lse, lo, rows)[..., None], _take(delta, lo, rows)[..., None]
     b, h = q_c.shape[:2]
     mask_a, mask_b = _chunk_masks(seg_BL, lo, rows, n_keys, own, block_size)
     round_p = (lambda p: round_to(p, dt)) if jnp.dtype(dt) != jnp.float32 else (lambda p: p)
     dq = 0.0
     out = [None, None, None, None]
     if n_keys:
-        k_a, v_a = take(k, 0, n_keys), take(v, 0, n_keys)
+        k_a, v_a = _take(k, 0, n_keys), _take(v, 0, n_keys)
         p = jnp.exp(_masked_scores(q_c, k_a, mask_a, dt, _QK) - lse_c)
         ds = p * (_mm(_QK, do_c, v_a, dt) - delta_c)
         dq = dq + _mm(_PV, ds, k_a, dt)
         out[0], out[1] = _mm(_KT, ds, q_c, dt), _mm(_KT, round_p(p), do_c, dt)
     if own:
         blk = lambda x: _blocks(x, block_size)
-        qb, kb, vb, dob = blk(q_c), blk(take(k, lo, rows)), blk(take(v, lo, rows)), blk(do_c)
+        qb, kb, vb, dob = blk(q_c), blk(_take(k, lo, rows)), blk(_take(v, lo, rows)), blk(do_c)
         p = jnp.exp(_masked_scores(qb, kb, mask_b, dt, _QK_B) - blk(lse_c))
         ds = p * (_mm(_QK_B, dob, vb, dt) - blk(delta_c))
         flat = lambda x: x.reshape(b, h, rows, -1)
@@ -194,7 +205,6 @@ def _chunk_backward(q, k, v, lse, delta, do, seg_BL, piece, block_size, take):
     return dq, *out
 
 
-_static_take = lambda x, start, rows: x[:, :, start : start + rows]  # noqa: E731
 _to_bhsd = lambda x: x.transpose(0, 2, 1, 3)  # noqa: E731  ([B, S, H, D] <-> [B, H, S, D])
 
 
@@ -207,7 +217,7 @@ def _clean_noisy_attention(q, k, v, seg_BL, block_size: int, chunk: int):
 def _cn_fwd(q, k, v, seg_BL, block_size, chunk):
     qt, kt, vt = _to_bhsd(q), _to_bhsd(k), _to_bhsd(v)
     outs = [
-        _chunk_forward(qt, kt, vt, seg_BL, piece, block_size, _static_take)
+        _chunk_forward(qt, kt, vt, seg_BL, piece, block_size)
         for piece in _plan(seg_BL.shape[1], block_size, chunk)
     ]
     o = _to_bhsd(jnp.concatenate([o for o, _ in outs], axis=2))  # [B, S, H, D]
@@ -216,11 +226,10 @@ def _cn_fwd(q, k, v, seg_BL, block_size, chunk):
 
 
 def _cn_bwd(block_size, chunk, res, do):
+    # Released with the cotangent: XLA can neither run this before `do` exists nor merge its
+    # slices with the forward pass's (which would keep those alive until now).
     qt, kt, vt, seg_BL, o, lse = res
-    # Slices at a start that depends on `do`: XLA can neither run this before the cotangent
-    # exists nor merge the slices with the forward pass's (which would keep those alive).
-    start = lean.zero_after(do)
-    take = lambda x, lo, rows: jax.lax.dynamic_slice_in_dim(x, start + lo, rows, axis=2)
+    qt, kt, vt, o, lse = lean.after((qt, kt, vt, o, lse), do)
     delta = _to_bhsd(jnp.sum(do * o, axis=-1)[..., None])[..., 0]  # [B, H, S]
     dot = _to_bhsd(do)
     length = seg_BL.shape[1]
@@ -228,7 +237,7 @@ def _cn_bwd(block_size, chunk, res, do):
     dk_c = dv_c = jnp.zeros((b, h, length - block_size, d), jnp.float32)  # clean keys
     dq, dk_own, dv_own = [], [], []
     for piece in _plan(length, block_size, chunk):
-        g = _chunk_backward(qt, kt, vt, lse, delta, dot, seg_BL, piece, block_size, take)
+        g = _chunk_backward(qt, kt, vt, lse, delta, dot, seg_BL, piece, block_size)
         dq.append(g[0])
         if n := piece[2]:
             dk_c, dv_c = dk_c.at[:, :, :n].add(g[1]), dv_c.at[:, :, :n].add(g[2])
