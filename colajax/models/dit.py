@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from colajax.models import attention, lean, train_attention
 from colajax.models.config import DiTConfig
-from colajax.models.layers import Dense, LayerNorm, dtype_of, matmul, round_to
+from colajax.models.layers import Dense, LayerNorm, dtype_of, layer_norm, matmul, round_to
 from colajax.models.timestep import (  # noqa: F401  (re-exported: the DiT's public API)
     SINUSOID_DIM,
     GroupedTimesteps,
@@ -179,9 +179,7 @@ def _qk_norm_rope(q, k, norm_q, norm_k, pos_BQ, *, eps, rope_dim, dt):
     """Per-head LayerNorm (affine) then interleaved RoPE on q and k, rounded to `dt`."""
 
     def one(x, params):
-        scale, bias = params
-        ln = LayerNorm(eps, axes=("kv",), parent=None)
-        x = ln.apply({"params": {"scale": scale, "bias": bias}}, x)
+        x = layer_norm(x, eps, 1, *params)
         return round_to(attention.rope_interleaved(x, pos_BQ, ROPE_THETA, rope_dim), dt)
 
     return one(q, norm_q), one(k, norm_k)
@@ -189,7 +187,7 @@ def _qk_norm_rope(q, k, norm_q, norm_k, pos_BQ, *, eps, rope_dim, dt):
 
 def _ln_modulate(h, shift, scale, group, *, eps, dt):
     """`modulate(LayerNorm(h), shift, scale)` (no affine); shift/scale per row or per group."""
-    x = LayerNorm(eps, affine=False, parent=None).apply({}, h)
+    x = layer_norm(h, eps)
     rows = lambda m: rows_of(m, group, h.shape[1])
     return modulate(x, rows(shift), rows(scale), dt)
 

@@ -90,6 +90,18 @@ class Dense(nn.Module):
         return y
 
 
+def layer_norm(x, eps: float, reduce: int = 1, scale=None, bias=None) -> jax.Array:
+    """LayerNorm over the last `reduce` axes in float32 (affine if `scale`/`bias` are given)."""
+    x = x.astype(jnp.float32)
+    red = tuple(range(x.ndim - reduce, x.ndim))
+    mean = jnp.mean(x, axis=red, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=red, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + eps)
+    if scale is not None:
+        y = y * scale + bias
+    return y
+
+
 class LayerNorm(nn.Module):
     """LayerNorm over the last `reduce` axes, float32 in and out (optionally affine)."""
 
@@ -100,11 +112,7 @@ class LayerNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = x.astype(jnp.float32)
-        red = tuple(range(x.ndim - self.reduce, x.ndim))
-        mean = jnp.mean(x, axis=red, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=red, keepdims=True)
-        y = (x - mean) * jax.lax.rsqrt(var + self.eps)
+        scale = bias = None
         if self.affine:
             shape = x.shape[x.ndim - self.reduce :]
             scale = self.param(
@@ -113,8 +121,7 @@ class LayerNorm(nn.Module):
             bias = self.param(
                 "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes), shape
             )
-            y = y * scale + bias
-        return y
+        return layer_norm(x, self.eps, self.reduce, scale, bias)
 
 
 def truncated_normal(std: float, cutoff: float = 3.0) -> nn.initializers.Initializer:
