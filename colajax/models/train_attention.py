@@ -37,17 +37,23 @@ class CleanNoisyLayout(NamedTuple):
     def rows(self, block_size: int):
         """(positions_BS, copy_BS, segment_ids_BS) of the S = 2L - bs layout rows."""
         seg = self.segment_ids_BL
-        b, length = seg.shape
-        nc = _n_clean(length, block_size)
-        idx = jnp.arange(length, dtype=jnp.int32)
-        pos, copy = jnp.concatenate([idx[:nc], idx]), (jnp.arange(nc + length) >= nc)
-        rows = lambda x: jnp.broadcast_to(x.astype(jnp.int32), (b, nc + length))
-        return rows(pos), rows(copy), jnp.concatenate([seg[:, :nc], seg], axis=1)
+        pos = jnp.broadcast_to(jnp.arange(seg.shape[1], dtype=jnp.int32), seg.shape)
+        return layout_rows(pos, seg, block_size)
 
     def dense_mask(self, block_size: int):
         """The equivalent dense `[B, 1, S, S]` mask (reference / tests)."""
         pos, copy, seg = self.rows(block_size)
         return clean_noisy_mask(pos, copy, block_size, seg)
+
+
+def layout_rows(pos_BL, seg_BL, block_size: int):
+    """(positions_BS, copy_BS, segment_ids_BS) of `[clean without the last block | noisy]` rows
+    built from the sample rows (copy 0 = clean, 1 = noisy)."""
+    b, length = pos_BL.shape
+    nc = _n_clean(length, block_size)
+    copy = jnp.broadcast_to((jnp.arange(nc + length) >= nc).astype(jnp.int32), (b, nc + length))
+    both = lambda x: jnp.concatenate([x[:, :nc], x], axis=1)
+    return both(pos_BL), copy, both(seg_BL)
 
 
 def _n_clean(length: int, block_size: int) -> int:

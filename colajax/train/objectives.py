@@ -269,11 +269,7 @@ def fm_layout(
     n_clean = length - block_size
     x = jnp.concatenate([z0_sg[:, :n_clean], z_t], axis=1)
     t_rows = jnp.concatenate([jnp.zeros((b, n_clean), jnp.float32), T_SCALE * t_BL], axis=1)
-    pos2 = jnp.concatenate([pos[:, :n_clean], pos], axis=1)
-    seg2 = jnp.concatenate([seg[:, :n_clean], seg], axis=1)
-    copy = jnp.concatenate(
-        [jnp.zeros((b, n_clean), jnp.int32), jnp.ones((b, length), jnp.int32)], axis=1
-    )
+    pos2, copy, seg2 = train_attention.layout_rows(pos, seg, block_size)
     mask = attention.clean_noisy_mask(pos2, copy, block_size, seg2)
     attn = t_groups = None
     if compact:  # group 0: the clean rows (t = 0); group 1 + j: noisy block j (runs of bs rows)
