@@ -9,16 +9,16 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
-    "train": ("colajax.train.run", "train Stage 1 (VAE), Stage 2 (prior / joint) or both"),
-    "eval": ("colajax.eval.run", "generative benchmark from a checkpoint; `eval score` re-scores"),
-    "generate": ("colajax.sample_cli", "generate text from a checkpoint"),
+    "train": ("colajax.cli.train", "train Stage 1 (VAE), Stage 2 (prior / joint) or both"),
+    "eval": ("colajax.cli.eval", "generative benchmark from a checkpoint; `eval score` re-scores"),
+    "generate": ("colajax.cli.generate", "generate text from a checkpoint"),
     "import-hf": (
-        "colajax.convert.import_hf",
+        "colajax.cli.import_hf",
         "convert released HF weights to a colajax checkpoint",
     ),
-    "bench": ("colajax.bench", "benchmarks printing JSON (train, generate, matmul)"),
-    "tokenizer": ("colajax.data.tokenizer_cli", "train a SentencePiece tokenizer"),
-    "demo": ("colajax.demo", "the main job: train the tiny model on the bundled corpus"),
+    "bench": ("colajax.cli.bench", "benchmarks printing JSON (train, generate, matmul)"),
+    "tokenizer": ("colajax.cli.tokenizer", "train a SentencePiece tokenizer"),
+    "demo": ("colajax.cli.demo", "the main job: train the tiny model on the bundled corpus"),
 }
 
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from colajax import bench, flops
+from colajax import flops
+from colajax.cli import bench
 from colajax.models.config import DiTConfig, VAEConfig
 
 KEYS = {

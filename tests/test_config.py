@@ -126,7 +126,7 @@ def test_cola_2b_parameter_counts():
 
 
 def test_train_cli_bad_input_exits_1_without_traceback(tmp_path, capsys, monkeypatch):
-    from colajax.train import run
+    from colajax.cli import train as run
 
     monkeypatch.setenv("COLAJAX_COMPILE_CACHE", "")  # no global XLA cache from a unit test
     assert run.main(["--config", "experiments/nope.py", "--workdir", str(tmp_path)]) == 1

@@ -10,9 +10,10 @@ import pytest
 from tiny_models import TINY_DIT, TINY_VAE
 
 from colajax import checkpoint
+from colajax.cli import eval as eval_cli
 from colajax.data import pipeline
 from colajax.data.tokenizer import load_tokenizer
-from colajax.eval import diagnostics, run
+from colajax.eval import diagnostics, restore
 from colajax.models.vae import TextVAE
 from colajax.train import objectives
 
@@ -24,7 +25,7 @@ OBJ = objectives.ObjectiveConfig()
 
 
 def write_checkpoint(path, meta, dit=DIT):
-    target = run.abstract_params(VAE, dit, run.make_mesh("data=1"), run.DEFAULT_RULES)
+    target = restore.abstract_params(VAE, dit, restore.make_mesh("data=1"), restore.DEFAULT_RULES)
     rng = np.random.default_rng(0)
     params = jax.tree.map(
         lambda s: (0.05 * rng.standard_normal(s.shape)).astype(np.float32), target
@@ -131,7 +132,7 @@ def test_diagnostics_cli(ckpt, capsys):
         "--mesh",
         "data=1",
     ]
-    assert run.main(argv) == 0
+    assert eval_cli.main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["sequences"] == 4 and out["seq_len"] == 16 and out["tokens"] == 64
     assert 0.0 <= out["recon_acc"] <= 1.0
@@ -149,7 +150,7 @@ def test_diagnostics_cli(ckpt, capsys):
 
 def test_logsnr_and_accuracy_match_numpy_on_the_model(ckpt):
     result = diagnostics.diagnose(ckpt, TEXT, seq_len=16, batch_size=2, batches=1, mesh="data=1")
-    model = run.load_model(ckpt, "data=1")
+    model = restore.load_model(ckpt, "data=1")
     tokens = next(
         iter(
             pipeline.make_eval_batches(
@@ -181,7 +182,7 @@ def test_vae_only_checkpoint_and_errors(tmp_path, capsys):
     )
     assert out["fm_loss"] is None and np.isfinite(out["logsnr"])
     assert (
-        run.main(
+        eval_cli.main(
             [
                 "diagnostics",
                 "--checkpoint",
@@ -208,7 +209,7 @@ def test_vae_only_checkpoint_and_errors(tmp_path, capsys):
         "--mesh",
         "data=1",
     ]
-    assert run.main(argv) == 1
+    assert eval_cli.main(argv) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert run.main([*argv[:4], TEXT, "--tokenizer", TOKENIZER, "--seq-len", "10"]) == 1
+    assert eval_cli.main([*argv[:4], TEXT, "--tokenizer", TOKENIZER, "--seq-len", "10"]) == 1
     assert "multiple of the model block_size" in capsys.readouterr().err

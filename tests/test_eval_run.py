@@ -10,7 +10,8 @@ import pytest
 from tiny_models import TINY_DIT, TINY_VAE
 
 from colajax import checkpoint
-from colajax.eval import restore, run, scoring
+from colajax.cli import eval as run
+from colajax.eval import benchmark, restore, scoring
 
 VAE = TINY_VAE
 DIT = TINY_DIT
@@ -128,7 +129,7 @@ def test_run_task_order_batches_and_scoring():
         # right first word for even record numbers only
         return [f" word{n} blah" if n % 2 == 0 else "nope" for n in numbers]
 
-    rows, acc = run.run_task("lambada", records, fake, batch_size=2, progress=False)
+    rows, acc = benchmark.run_task("lambada", records, fake, batch_size=2, progress=False)
     assert all(len(c) == 2 for c in calls)  # the last batch is padded: one shape per task
     assert calls == [[4, 3], [2, 1], [0, 0]]  # shortest prompts first
     assert [r["id"] for r in rows] == [f"r{i}" for i in range(5)]
@@ -257,17 +258,17 @@ def test_eval_end_to_end(ckpt, tmp_path, capsys):
 
 
 def test_generation_depends_only_on_prompt_and_record_number(ckpt):
-    from colajax.sample import SamplerConfig
+    from colajax.generate.cola import SamplerConfig
 
     model = restore.load_model(ckpt, "data=1")
     tok = restore.load_checked_tokenizer(TOKENIZER, model.meta, VAE.vocab_size)
     scfg = SamplerConfig(steps=2, max_new_tokens=8, pad_id=tok.pad_id, eos_id=tok.eos_id)
-    gen = run.model_generate_fn(model, tok, scfg, seed=66)
+    gen = benchmark.model_generate_fn(model, tok, scfg, seed=66)
     a, b = "And the Lord spake", "Thus saith the Lord of hosts"
     first = gen([a, b], [0, 1])
     assert gen([a, a], [0, 0])[0] == first[0]  # other prompt in the batch does not matter
     assert gen([b, a], [1, 0]) == first[::-1]
-    noise = np.asarray(run.prompt_noise(66, [0, 1, 0], 2, 4, 4))
+    noise = np.asarray(benchmark.prompt_noise(66, [0, 1, 0], 2, 4, 4))
     np.testing.assert_array_equal(noise[0], noise[2])
     assert not np.allclose(noise[0], noise[1])
 

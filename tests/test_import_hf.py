@@ -19,6 +19,7 @@ from safetensors.numpy import save_file
 
 from colajax import checkpoint
 from colajax import main as cli
+from colajax.cli import import_hf as import_hf_cli
 from colajax.convert import import_hf
 from colajax.convert.hf_dit import dit_config_from_hf, dit_params_from_hf, hf_dit_shapes
 from colajax.convert.hf_io import load_hf_dir
@@ -109,7 +110,7 @@ def hf(tmp_path_factory):
 
 
 def _run(argv, capsys):
-    rc = import_hf.main(argv)
+    rc = import_hf_cli.main(argv)
     out, err = capsys.readouterr()
     return rc, out, err
 

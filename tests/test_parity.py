@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from colajax import checkpoint
-from colajax.convert import import_hf
+from colajax.cli import import_hf as import_hf_cli
 from colajax.models.attention import segments_from_lengths
 from colajax.models.config import DiTConfig, VAEConfig
 from colajax.models.dit import DiT, init_dit_cache
@@ -53,7 +53,7 @@ def _full_f32_matmuls():
 def _import(path: str, tmp_root) -> tuple[dict, dict]:
     out = os.path.join(tmp_root, "ckpt")
     argv = ["--vae", os.path.join(path, "vae"), "--dit", os.path.join(path, "dit"), "--out", out]
-    assert import_hf.main(argv) == 0
+    assert import_hf_cli.main(argv) == 0
     return checkpoint.restore_params(out)
 
 

@@ -10,11 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from colajax import bench_generate, sample, sample_cli
+from colajax.cli import bench_generate
+from colajax.cli import generate as sample_cli
+from colajax.generate import cola as sample
+from colajax.generate.tokens import TokenChoice, add_to_history, choose_tokens, penalize
 from colajax.models.config import DiTConfig, VAEConfig
 from colajax.models.dit import DiT
 from colajax.models.vae import TextVAE
-from colajax.sampling_tokens import TokenChoice, add_to_history, choose_tokens, penalize
 
 BS, C = 4, 4
 VAE = VAEConfig(vocab_size=4096, dim=32, ffn_dim=64, num_heads=2, encoder_num_blocks=1,

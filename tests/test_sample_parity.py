@@ -15,9 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from colajax import sample
+from colajax import sample_load
 from colajax.convert.import_hf import import_hf
-from colajax.sampling_tokens import TokenChoice, add_to_history, choose_tokens
+from colajax.generate import cola as sample
+from colajax.generate.tokens import TokenChoice, add_to_history, choose_tokens
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PARITY_DIR = pathlib.Path(
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.skipif(not CASES, reason=f"no generate.npz under {PARIT
 @functools.lru_cache(maxsize=2)
 def _model(case_dir: pathlib.Path):
     params, meta = import_hf(str(case_dir / "vae"), str(case_dir / "dit"))
-    vae_cfg, dit_cfg = sample.configs_from_meta(meta)
+    vae_cfg, dit_cfg = sample_load.configs_from_meta(meta)
     return jax.device_put(params), vae_cfg, dit_cfg
 
 

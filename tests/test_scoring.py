@@ -6,7 +6,8 @@ import pathlib
 
 import pytest
 
-from colajax.eval import score_cli, scoring
+from colajax.cli import eval_score as score_cli
+from colajax.eval import scoring
 
 FIXTURES = pathlib.Path("/work/shared/eval_fixtures")
 TASKS = scoring.SCORED_TASKS

@@ -6,7 +6,8 @@ import pickle
 
 import pytest
 
-from colajax.data import corpus, tokenizer_cli
+from colajax.cli import tokenizer as tokenizer_cli
+from colajax.data import corpus
 from colajax.data.tokenizer import (
     HFTokenizer,
     SentencePieceTokenizer,

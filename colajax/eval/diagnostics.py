@@ -15,17 +15,15 @@ held-out text (documents joined with BOS/EOS, as in training) it reports, as one
   token-weighted over batches with a fixed `--seed`; null for a VAE-only checkpoint.
 """
 
-import argparse
 import functools
-import json
 import math
-import sys
 
 import jax
 import jax.numpy as jnp
 
+from colajax import sample_load
 from colajax.data import pipeline
-from colajax.eval import run
+from colajax.eval import restore
 from colajax.models import posterior
 from colajax.models.dit import DiT
 from colajax.models.vae import TextVAE
@@ -107,7 +105,7 @@ def _model_stats(params, tokens_BL, rng, *, vae_cfg, dit_cfg, obj):
 
 
 def _objective(meta: dict):
-    section = run.experiment_config(meta).get("objective")
+    section = sample_load.experiment_config(meta).get("objective")
     return objectives.ObjectiveConfig.from_config(section or {})
 
 
@@ -123,8 +121,8 @@ def diagnose(
     mesh="data=-1",
 ) -> dict:
     """Restore the checkpoint and compute the diagnostics over the held-out text."""
-    model = run.load_model(checkpoint, mesh, need_dit=False)
-    tok = run.load_checked_tokenizer(tokenizer, model.meta, model.vae_config.vocab_size)
+    model = restore.load_model(checkpoint, mesh, need_dit=False)
+    tok = restore.load_checked_tokenizer(tokenizer, model.meta, model.vae_config.vocab_size)
     name = text.split(",")[0].removesuffix(".gz")
     kind = "jsonl" if name.endswith((".jsonl", ".json")) else "text"
     data = pipeline.make_eval_batches(
@@ -152,42 +150,3 @@ def diagnose(
         **result,
         "note": NOTE,
     }
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="colajax eval diagnostics",
-        description="Diagnostics of a checkpoint on held-out text (VAE reconstruction token "
-        "accuracy of the posterior mean, latent logSNR of paper App. H.7, flow-matching loss). "
-        "These are diagnostics, NOT the headline: the paper warns that likelihood is not a "
-        "generation-quality metric; the benchmark is `colajax eval`.",
-    )
-    p.add_argument("--checkpoint", required=True, help="checkpoint root")
-    p.add_argument("--text", required=True, help="text/JSONL file(s) or glob; bundled: allowed")
-    p.add_argument("--tokenizer", default=None, help="default: the experiment's tokenizer")
-    p.add_argument("--seq-len", type=int, default=64, help="tokens per row (block multiple)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--batches", type=int, default=None, help="at most N batches (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="FM noise / timestep / posterior seed")
-    p.add_argument("--mesh", default="data=-1", help="e.g. data=-1 or fsdp=8")
-    args = p.parse_args(argv)
-    try:
-        result = diagnose(
-            args.checkpoint,
-            args.text,
-            tokenizer=args.tokenizer,
-            seq_len=args.seq_len,
-            batch_size=args.batch_size,
-            batches=args.batches,
-            seed=args.seed,
-            mesh=args.mesh,
-        )
-    except (OSError, ValueError) as err:
-        print(f"colajax eval diagnostics: error: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -18,6 +18,7 @@ import numpy as np
 
 from colajax import checkpoint as ckpt_lib
 from colajax import config as config_lib
+from colajax import hardware
 from colajax.train import data as data_lib
 from colajax.train import metrics as metrics_lib
 from colajax.train.setup import StageSetup, setup_stage
@@ -110,12 +111,8 @@ def _restore_or_init(setup: StageSetup, ckpt, init_from: str):
 
 
 def _peak_flops(config) -> float | None:
-    if config.metrics.peak_flops:
-        return float(config.metrics.peak_flops) * jax.device_count()
-    from colajax import bench
-
     dtype = "bfloat16" if "bfloat16" in (config.vae.dtype, config.dit.dtype) else "float32"
-    return bench.measure_peak_flops(dtype)
+    return hardware.peak_flops(dtype, config.metrics.peak_flops)
 
 
 def _evaluate(setup: StageSetup, state, batches) -> dict[str, float]:

@@ -57,8 +57,9 @@ def main(argv: list[str]) -> int:
     import jax
 
     from colajax import config as config_lib
-    from colajax import sample
+    from colajax import sample_load
     from colajax.data.tokenizer import load_tokenizer
+    from colajax.generate import cola
     from colajax.train import metrics, trainer
 
     t0 = time.time()
@@ -78,16 +79,16 @@ def main(argv: list[str]) -> int:
     )
     print(loss_table(args.workdir) + "\n")
 
-    params, vae_cfg, dit_cfg, meta = sample.load_model(args.workdir)
-    tok = load_tokenizer(sample.tokenizer_spec(meta))
-    scfg = sample.SamplerConfig(
+    params, vae_cfg, dit_cfg, meta = sample_load.load_model(args.workdir)
+    tok = load_tokenizer(sample_load.tokenizer_spec(meta))
+    scfg = cola.SamplerConfig(
         max_new_tokens=args.max_new_tokens,
         pad_id=tok.pad_id,
         eos_id=tok.eos_id,
         round_dit_inputs_bf16=False,
     )
     prompts = [[tok.bos_id, *tok.encode(text)] for text in PROMPTS]
-    gen = sample.generate(params, vae_cfg, dit_cfg, prompts, scfg, seed=0)
+    gen = cola.generate(params, vae_cfg, dit_cfg, prompts, scfg, seed=0)
     print("samples (16 Euler steps, CFG 7, greedy + repetition penalty 1.1):")
     for text, ids in zip(PROMPTS, gen.generated, strict=True):
         print(f"  {text!r} -> {tok.decode([int(i) for i in ids])!r}")

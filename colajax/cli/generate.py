@@ -16,8 +16,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from colajax import sample
-from colajax.sampling_tokens import TokenChoice
+from colajax import sample_load
+from colajax.generate import cola
+from colajax.generate.tokens import TokenChoice
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,7 +77,7 @@ def read_prompts(args) -> list[str]:
 def _tokenizer(args, meta, vocab_size):
     from colajax.data.tokenizer import check_vocab, load_tokenizer
 
-    spec = args.tokenizer or sample.tokenizer_spec(meta)
+    spec = args.tokenizer or sample_load.tokenizer_spec(meta)
     if not spec:
         raise ValueError(
             "the checkpoint records no tokenizer (e.g. an import-hf checkpoint); pass "
@@ -87,13 +88,13 @@ def _tokenizer(args, meta, vocab_size):
     return tok
 
 
-def sampler_config(args, meta, dit_dtype: str, pad_id: int, eos_id) -> sample.SamplerConfig:
+def sampler_config(args, meta, dit_dtype: str, pad_id: int, eos_id) -> cola.SamplerConfig:
     rnd = {"on": True, "off": False}.get(args.bf16_inputs)
     if rnd is None:
         source = meta.get("source")
         imported = isinstance(source, dict) and source.get("format") == "hf-safetensors"
         rnd = imported or dit_dtype == "bfloat16"
-    return sample.SamplerConfig(
+    return cola.SamplerConfig(
         steps=args.steps,
         guidance_scale=args.cfg,
         max_new_tokens=args.max_new_tokens,
@@ -116,7 +117,7 @@ def main(argv: Sequence[str]) -> int:
         if args.batch_size < 1:
             raise ValueError("--batch-size must be >= 1.")
         prompts = read_prompts(args)
-        params, vae_cfg, dit_cfg, meta = sample.load_model(args.checkpoint)
+        params, vae_cfg, dit_cfg, meta = sample_load.load_model(args.checkpoint)
         if args.dtype:
             vae_cfg = dataclasses.replace(vae_cfg, dtype=args.dtype)
             dit_cfg = dataclasses.replace(dit_cfg, dtype=args.dtype)
@@ -130,7 +131,7 @@ def main(argv: Sequence[str]) -> int:
         outs = []
         for start in range(0, len(ids), args.batch_size):
             chunk = ids[start : start + args.batch_size]
-            gen = sample.generate(params, vae_cfg, dit_cfg, chunk, scfg, seed=args.seed + start)
+            gen = cola.generate(params, vae_cfg, dit_cfg, chunk, scfg, seed=args.seed + start)
             outs += gen.generated
     except (ValueError, FileNotFoundError) as e:
         print(f"colajax generate: error: {e}", file=sys.stderr)

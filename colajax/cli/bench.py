@@ -10,51 +10,15 @@ in the same process (f32, or bf16 inputs with f32 accumulation when the config c
 """
 
 import argparse
-import functools
 import json
-import resource
 import sys
 import time
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
-
-@functools.cache
-def measure_peak_flops(dtype: str = "float32", size: int = 2048, reps: int = 10) -> float:
-    """Peak FLOP/s: the best of `reps` timed [n*D, n] @ [n, n] matmuls, row-sharded over all
-    devices (f32 accumulation). The best, not the median: a peak is what the machine can do, and
-    on a shared host the median drifts with other tenants. Measured once per process and args.
-    """
-    devices = jax.devices()
-    mesh = jax.sharding.Mesh(np.array(devices), ("d",))
-    rows = size * len(devices)
-    dt = jnp.dtype(dtype)
-    a = jax.device_put(
-        jax.random.normal(jax.random.key(0), (rows, size), jnp.float32).astype(dt),
-        NamedSharding(mesh, PartitionSpec("d", None)),
-    )
-    b = jax.device_put(
-        jax.random.normal(jax.random.key(1), (size, size), jnp.float32).astype(dt),
-        NamedSharding(mesh, PartitionSpec()),
-    )
-    mm = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
-    mm(a, b).block_until_ready()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        mm(a, b).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2.0 * rows * size * size / float(np.min(times))
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process (Linux reports KiB)."""
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(kib) * (1 if sys.platform == "darwin" else 1024)
+from colajax.hardware import measure_peak_flops, peak_rss_bytes
 
 
 def _memory(compiled) -> dict:
@@ -158,7 +122,7 @@ def main(argv: list[str]) -> int:
         elif which == "train":
             out = bench_train(rest)
         elif which == "generate":
-            from colajax import bench_generate
+            from colajax.cli import bench_generate
 
             return int(bench_generate.bench_generate(rest) or 0)
         else:

@@ -19,16 +19,10 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from colajax.generate.tokens import TokenChoice, add_to_history, choose_tokens
 from colajax.models.config import DiTConfig, VAEConfig, check_compatible
 from colajax.models.dit import DiT, init_dit_cache
 from colajax.models.vae import TextVAE, init_decoder_cache
-from colajax.sample_load import (  # noqa: F401 -- re-exported: the sampler's public API
-    checkpoint_root,
-    configs_from_meta,
-    load_model,
-    tokenizer_spec,
-)
-from colajax.sampling_tokens import TokenChoice, add_to_history, choose_tokens
 
 TRACES = {"generate": 0}  # incremented each time the generation program is traced (tests)
 

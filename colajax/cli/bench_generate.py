@@ -23,9 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from colajax import sample
+from colajax import sample_load
+from colajax.generate import cola
+from colajax.generate.tokens import TokenChoice
 from colajax.models.config import DiTConfig, VAEConfig
-from colajax.sampling_tokens import TokenChoice
 
 # Below this DiT width generation is overhead-bound on CPU and bf16 only adds conversions
 # (tiny: 2,700 tokens/s in float32 vs 1,300 in bfloat16); above it bf16 matmuls win (small: 1.4x).
@@ -86,7 +87,7 @@ def run(argv: Sequence[str]) -> dict:
     if args.checkpoint:
         if rest:
             raise ValueError(f"unknown arguments {rest} (overrides need --config).")
-        params, vae_cfg, dit_cfg, _ = sample.load_model(args.checkpoint)
+        params, vae_cfg, dit_cfg, _ = sample_load.load_model(args.checkpoint)
     else:
         from colajax import config as config_lib
 
@@ -102,7 +103,7 @@ def run(argv: Sequence[str]) -> dict:
     for name in ("batch", "prompt_len", "new_tokens", "steps", "repeats"):
         if getattr(args, name) < (0 if name == "prompt_len" else 1):
             raise ValueError(f"--{name.replace('_', '-')} must be positive.")
-    scfg = sample.SamplerConfig(
+    scfg = cola.SamplerConfig(
         steps=args.steps,
         guidance_scale=args.cfg,
         max_new_tokens=args.new_tokens,
@@ -116,12 +117,12 @@ def run(argv: Sequence[str]) -> dict:
     rng = np.random.default_rng(args.seed)
     prompts = rng.integers(1, vae_cfg.vocab_size, (args.batch, args.prompt_len)).tolist()
     t0 = time.perf_counter()
-    gen = sample.generate(params, vae_cfg, dit_cfg, prompts, scfg, seed=args.seed)
+    gen = cola.generate(params, vae_cfg, dit_cfg, prompts, scfg, seed=args.seed)
     first = time.perf_counter() - t0
     times, cpu = [], []
     for r in range(args.repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        gen = sample.generate(params, vae_cfg, dit_cfg, prompts, scfg, seed=args.seed + r)
+        gen = cola.generate(params, vae_cfg, dit_cfg, prompts, scfg, seed=args.seed + r)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     sec = float(np.median(times))

@@ -1,4 +1,4 @@
-"""`colajax eval`: the paper's 8-task generative benchmark from a checkpoint, on any mesh.
+"""The runner of `colajax eval`: the paper's 8-task generative benchmark from a checkpoint.
 
     colajax eval --checkpoint DIR --tasks lambada,squad --data DIR --out DIR [--limit N]
     colajax eval score --task T --generations F.jsonl [--out DIR]    (re-score, no model)
@@ -6,7 +6,7 @@
 
 Parameters only (no optimizer state) are restored onto the mesh of this run (`--mesh`; see
 `restore.py`), so a checkpoint written on 8 devices evaluates on 1 and vice versa. Prompts are
-the paper's templates (`templates.py`), generation is the block sampler (`colajax.sample`,
+the paper's templates (`templates.py`), generation is the block sampler (`colajax.generate.cola`,
 benchmark defaults: greedy + repetition penalty 1.1, 16 Euler steps, CFG 7, 32 new tokens),
 scoring is the official rules (`scoring.py`). Per prompt, the initial noise is drawn from
 (seed, record number), so a generation does not depend on the batch size or on the other
@@ -17,7 +17,6 @@ Writes into --out: `<task>_generations.jsonl` (id, prompt, generation, ground_tr
 (per-task accuracy and the task average); prints one JSON line. Input files are never written.
 """
 
-import argparse
 import csv
 import json
 import os
@@ -28,19 +27,11 @@ import jax
 import jax.numpy as jnp
 from tqdm import tqdm
 
-from colajax import checkpoint, sample
-from colajax.eval import score_cli, scoring, tasks, templates
-from colajax.eval.restore import (  # noqa: F401 -- re-exported: the restore API of `colajax eval`
-    DEFAULT_RULES,
-    Model,
-    abstract_params,
-    experiment_config,
-    load_checked_tokenizer,
-    load_model,
-    make_mesh,
-    parse_mesh,
-)
-from colajax.sampling_tokens import TokenChoice
+from colajax import checkpoint, sample_load
+from colajax.eval import scoring, tasks, templates
+from colajax.eval.restore import Model, load_checked_tokenizer, load_model
+from colajax.generate import cola
+from colajax.generate.tokens import TokenChoice
 
 IMPORTED_FORMAT = "hf-safetensors"  # meta["source"]["format"] of `colajax import-hf` outputs
 
@@ -57,13 +48,13 @@ def prompt_noise(seed: int, numbers: list[int], n_blocks: int, block_size: int, 
 
 
 def model_generate_fn(model: Model, tok, scfg, seed: int) -> GenerateFn:
-    """A GenerateFn running `colajax.sample.generate` with per-prompt noise."""
+    """A GenerateFn running `colajax.generate.cola.generate` with per-prompt noise."""
     bs, c = model.dit_config.block_size, model.dit_config.txt_in_channels
 
     def generate_fn(prompts: list[str], numbers: list[int]) -> list[str]:
         ids = tok.encode_batch(prompts)
         noise = prompt_noise(seed, numbers, scfg.n_blocks(bs), bs, c)
-        out = sample.generate(
+        out = cola.generate(
             model.params, model.vae_config, model.dit_config, ids, scfg, seed=seed, noise=noise
         )
         return [tok.decode(g) for g in out.generated]
@@ -166,14 +157,14 @@ def run_benchmark(args, generate_fn: GenerateFn | None = None) -> dict:
 
 def _model_generate_fn(args) -> GenerateFn:
     _, _, meta, keys = checkpoint.read_info(args.checkpoint)  # tokenizer errors before restoring
-    vocab = sample.configs_from_meta(meta, with_dit="dit" in keys)[0].vocab_size
+    vocab = sample_load.configs_from_meta(meta, with_dit="dit" in keys)[0].vocab_size
     tok = load_checked_tokenizer(args.tokenizer, meta, vocab)
     model = load_model(args.checkpoint, args.mesh)
     source = model.meta.get("source")
     imported = isinstance(source, dict) and source.get("format") == IMPORTED_FORMAT
     round_bf16 = {"on": True, "off": False, "auto": imported}[args.dit_bf16_inputs]
     choice = TokenChoice(temperature=args.temperature, repetition_penalty=args.repetition_penalty)
-    scfg = sample.SamplerConfig(
+    scfg = cola.SamplerConfig(
         steps=args.steps,
         guidance_scale=args.cfg,
         max_new_tokens=args.max_new_tokens,
@@ -184,70 +175,3 @@ def _model_generate_fn(args) -> GenerateFn:
         round_dit_inputs_bf16=round_bf16,
     )
     return model_generate_fn(model, tok, scfg, args.seed)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="colajax eval",
-        description="Run the paper's generative benchmark from a checkpoint. Subcommands: "
-        "`colajax eval score ...` re-scores generations; `colajax eval diagnostics ...` reports "
-        "VAE/prior diagnostics on held-out text.",
-    )
-    p.add_argument("--checkpoint", required=True, help="checkpoint root (training or import-hf)")
-    p.add_argument("--tasks", required=True, help=f"comma-separated, from {','.join(tasks.TASKS)}")
-    p.add_argument("--data", required=True, help="directory of <task>.jsonl, or 'tfds'")
-    p.add_argument(
-        "--task-data",
-        action="append",
-        default=[],
-        metavar="TASK=SPEC",
-        help="per-task data (repeatable): JSONL file, 'tfds' or 'tfds:NAME[@SPLIT]'",
-    )
-    p.add_argument("--tfds-data-dir", default=None, help="tfds data_dir of prepared datasets")
-    p.add_argument("--out", required=True, help="output directory (created)")
-    p.add_argument("--limit", type=int, default=None, help="first N records per task")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=16, help="Euler steps per block")
-    p.add_argument("--cfg", type=float, default=7.0, help="classifier-free guidance scale")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (benchmark)")
-    p.add_argument("--repetition-penalty", type=float, default=1.1)
-    p.add_argument("--seed", type=int, default=66, help="noise seed (per record number)")
-    p.add_argument("--tokenizer", default=None, help="default: the experiment's tokenizer")
-    p.add_argument("--mesh", default="data=-1", help="e.g. data=-1, fsdp=8, data=2,tensor=4")
-    p.add_argument(
-        "--dit-bf16-inputs",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="official bf16 rounding of DiT inputs (auto: on for import-hf)",
-    )
-    p.add_argument(
-        "--keep-after-eos",
-        action="store_true",
-        help="keep text after EOS (official harness); default: cut at EOS",
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    if argv and argv[0] == "score":
-        return score_cli.main(argv[1:])
-    if argv and argv[0] == "diagnostics":
-        from colajax.eval import diagnostics
-
-        return diagnostics.main(argv[1:])
-    args = parser().parse_args(argv)
-    try:
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        result = run_benchmark(args)
-    except (OSError, ValueError) as err:
-        print(f"colajax eval: error: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""The `colajax` subcommands: one module per command, each exposing `main(argv) -> int`."""
