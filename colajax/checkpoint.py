@@ -148,10 +148,10 @@ def read_info(directory: str, step: int | None = None) -> tuple[str, int, dict, 
     """(checkpoint root, step, meta, top-level keys of the stored params) of `step` (default:
     the newest), reading no arrays.
 
-    `directory` may be a training workdir (stage 'both': the prior's checkpoints), a stage
-    directory or a checkpoint root, as for `colajax generate` / `colajax eval`.
+    `directory` is a checkpoint root or a stage directory (`<dir>/checkpoints`); a run's
+    workdir resolves with `colajax.restore.checkpoint_root` first.
     """
-    root = resolve_root(directory, "prior")
+    root = resolve_root(directory)
     with _open_step(root, step, READ_HINT) as (mngr, step):
         return root, step, _restore_meta(mngr, step), set(_stored_params(mngr, step))
 
@@ -295,14 +295,14 @@ class TrainCheckpointer:
         self._mngr.close()
 
 
-def restore_subtree(directory: str, abstract: dict, step: int | None = None):
+def restore_subtree(directory: str, abstract: dict, step: int | None = None, *, hint=READ_HINT):
     """Restore only the top-level params entries named in `abstract` (e.g. {'vae': ...}).
 
-    Used to start Stage 2 from a Stage-1 (or Stage-2, or imported) checkpoint: the arrays land
-    directly on the shardings of `abstract`; other entries on disk are not read.
-    Returns (params_subset, meta, step).
+    Used to load a model for eval / generation and to start a stage from another run's (or an
+    imported) checkpoint: the arrays land directly on the shardings of `abstract`; other entries
+    on disk (optimizer state, other models) are not read. Returns (params_subset, meta, step).
+    `hint` ends the error message when there is no checkpoint.
     """
-    hint = "set config.stage2.init_from to a Stage-1 run directory (or its checkpoints/ root)."
     root = resolve_root(directory)
     with _open_step(root, step, hint) as (mngr, step):
         on_disk = sorted(_stored_params(mngr, step))

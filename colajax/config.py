@@ -18,10 +18,6 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
-from colajax.models.config import DiTConfig, VAEConfig, check_compatible
-
-STAGES = ("vae", "prior", "both")
-VAE_MODES = ("joint", "frozen", "scratch", "interval")
 MESH_AXES = ("data", "fsdp", "tensor")
 LOGICAL_AXES = ("batch", "length", "vocab", "embed", "mlp", "heads", "kv", "latent")
 _TRUE = ("true", "yes", "1", "on")
@@ -223,16 +219,6 @@ def _import_file(path: str):
 # --------------------------------------------------------------------------------------------
 
 
-def model_configs(config) -> tuple[VAEConfig, DiTConfig]:
-    """The typed model configs of an experiment (strict: unknown fields fail)."""
-    try:
-        vae = VAEConfig.from_dict(config.vae.to_dict())
-        dit = DiTConfig.from_dict(config.dit.to_dict())
-    except ValueError as e:
-        raise ValueError(f"config.vae / config.dit: {e}") from None
-    return vae, dit
-
-
 def mesh_shape(config, num_devices: int) -> dict[str, int]:
     """Resolve `config.mesh.shape` (one axis may be -1) for `num_devices` devices."""
     shape = dict(config.mesh.shape)
@@ -260,29 +246,21 @@ def mesh_shape(config, num_devices: int) -> dict[str, int]:
 
 
 def validate(config, num_devices: int | None = None) -> None:
-    """Raise ValueError naming the first inconsistent field and how to fix it."""
-    if config.stage not in STAGES:
-        raise ValueError(f"config.stage must be one of {STAGES}, got {config.stage!r}.")
-    vae, dit = model_configs(config)
-    check_compatible(vae, dit)
+    """Raise ValueError naming the first inconsistent field and how to fix it: the family's
+    own checks (`config.model`, its sections, `config.stage`), then the shared sections."""
+    from colajax import families
+
+    family = families.of_config(config)
+    family.stage_names(config)
+    family.validate(config)
     tr, opt = config.train, config.optim
-    for name, bs in (("vae", vae.block_size), ("dit", dit.block_size)):
-        if tr.seq_len % bs:
-            raise ValueError(
-                f"config.train.seq_len ({tr.seq_len}) must be a multiple of config.{name}"
-                f".block_size ({bs})."
-            )
     if opt.grad_accum < 1 or tr.batch_size % opt.grad_accum:
         raise ValueError(
             f"config.train.batch_size ({tr.batch_size}) must be divisible by "
             f"config.optim.grad_accum ({opt.grad_accum} >= 1)."
         )
-    if config.stage2.vae_mode not in VAE_MODES:
-        raise ValueError(f"config.stage2.vae_mode must be one of {VAE_MODES}.")
     if opt.warmup_steps < 0 or opt.decay_steps < opt.warmup_steps:
         raise ValueError("config.optim: need 0 <= warmup_steps <= decay_steps.")
-    if not 0.0 <= config.objective.mask_ratio < 1.0:
-        raise ValueError("config.objective.mask_ratio must be in [0, 1).")
     if tr.keep < 1 or tr.ckpt_every < 1 or tr.log_every < 1:
         raise ValueError("config.train.keep, ckpt_every and log_every must be >= 1.")
     for logical, axes in config.mesh.rules.items():

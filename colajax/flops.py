@@ -23,6 +23,7 @@ The paper gives no FLOP formula; its budgets fit 6 x N x D with N = 1.8e9 (the D
 """
 
 from colajax.models.config import DiTConfig, VAEConfig
+from colajax.train.vae_modes import vae_mode
 
 SINUSOID_DIM = 256
 PAPER_N_PARAMS = 1.8e9  # the DiT backbone size the paper's EFLOPs axis is consistent with
@@ -184,16 +185,15 @@ def stage2_flops(
     The DiT conditioning is counted per timestep group, as the trainer's batches (default
     positions) compute it; packed rows with explicit positions would run it per row.
     """
-    if mode not in ("joint", "frozen", "scratch", "interval"):
-        raise ValueError(f"unknown Stage-2 vae_mode {mode!r}; use joint|frozen|scratch|interval.")
+    m = vae_mode(mode)
     if ref is None:
-        ref = mode in ("joint", "interval")
+        ref = m.reference
     rows_dit = train_layout_rows(seq_len, dit.block_size)
     groups = batch * train_layout_t_groups(seq_len, dit.block_size)
     pairs = batch * train_layout_pairs(seq_len, dit.block_size)
     dit_fwd = dit_flops(dit, batch * rows_dit, pairs, groups)
     dit_dense = dit_flops(dit, batch * rows_dit, batch * rows_dit * rows_dit)
-    if mode == "frozen":
+    if not m.trains_vae:
         parts = {"vae_encoder": _vae_parts(vae, batch, seq_len, False, False)["vae_encoder"]}
     else:
         parts = _vae_parts(vae, batch, seq_len, True, bert)

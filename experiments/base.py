@@ -5,7 +5,9 @@ clip 1.0, warmup 1e-6 -> 1.5e-4 over 5k steps, cosine to 1e-5 at 1M steps, batch
 seed 66, data seed 6198) and the released model sizes (cola_2b). Values the paper does not give
 are marked "paper: not given" with the reasoning for the default.
 
-Not runnable on its own (too big for one host); see experiments/tiny.py, small.py, cola_2b.py.
+Not runnable on its own (too big for one host); see experiments/tiny.py, small.py, cola_2b.py,
+ar_2b.py, llada_2b.py. `config.model` picks the family; each family reads its own sections
+(cola: vae, dit, objective, stage2, block_size; ar: lm; llada: lm, llada) and shares the rest.
 """
 
 import ml_collections
@@ -16,7 +18,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
     c = ml_collections.ConfigDict()
     c.seed = 66  # one seed: params init, noise, masks; folded with the step (paper: seed 66)
-    c.stage = "both"  # 'vae' (Stage 1), 'prior' (Stage 2), 'both' (Stage 1 then Stage 2)
+    c.model = "cola"  # model family: cola (Text VAE + block-causal DiT) | ar (LLaMA) | llada
+    c.stage = "all"  # 'all' stages of the family in order, or one (cola: vae | prior; ar/llada: lm)
+    c.block_size = 16  # cola: latents per block: VAE masks, DiT masks and sampler (one source)
 
     # Text VAE hyper-parameters (colajax/models/config.py VAEConfig; released 500M sizes).
     c.vae = v = ml_collections.ConfigDict()
@@ -27,7 +31,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     v.encoder_num_blocks = 4  # encoder depth
     v.decoder_num_blocks = 4  # decoder depth
     v.latent_dim = 16  # latent channels per token (must equal the DiT's txt_in/out_channels)
-    v.block_size = 16  # block-causal granularity (tokens per block; must equal the DiT's)
     v.patch_size = 1  # tokens per latent; only 1 is implemented (the released model)
     v.shared_heads_kv = 1  # GQA sharing; only 1 is implemented
     v.layer_norm_eps = 1e-6  # LayerNorm epsilon
@@ -62,9 +65,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.qk_bias = False  # bias on the qkv projection
     d.patch_size = 1  # latents per DiT token; only 1 is supported
     d.rope_dim = 96  # leading head channels that get interleaved RoPE
-    d.block_size = 16  # block-causal granularity (= vae.block_size)
     d.dtype = "float32"  # compute dtype: float32 | bfloat16
     d.remat = False  # rematerialise each DiT layer in the backward pass
+
+    # AR / LLaDA backbone (colajax/models/config.py LMConfig; paper Table 9: LLaMA, 27 x 2048,
+    # FFN 8192 SwiGLU, 16 x 128 heads, RoPE, RMSNorm, no biases, untied embeddings).
+    c.lm = m = ml_collections.ConfigDict()
+    m.vocab_size = 100278  # embedding and output rows (OLMo-2 vocabulary)
+    m.dim = 2048  # model width
+    m.ffn_dim = 8192  # SwiGLU hidden width
+    m.num_heads = 16  # query heads
+    m.num_kv_heads = config_dict.placeholder(int)  # key/value heads (None: = num_heads, no GQA)
+    m.head_dim = 128  # channels per head
+    m.num_layers = 27  # depth (27 x 2048 gives the paper's 1.8B non-embedding parameters)
+    m.rope_theta = 10000.0  # RoPE base (paper: not given; the HF LLaMA default)
+    m.norm_eps = 1e-6  # RMSNorm epsilon
+    m.tie_embeddings = False  # share input and output embeddings (paper: untied)
+    m.init_std = 0.02  # normal init std of every matrix
+    m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params are always float32)
+    m.remat = False  # rematerialise each layer in the backward pass
+
+    # LLaDA masked-diffusion baseline (Nie et al. 2025).
+    c.llada = ll = ml_collections.ConfigDict()
+    ll.mask_id = -1  # input id of a masked position (-1: the last vocabulary row; OLMo-2: <|pad|>)
+    ll.t_eps = 1e-3  # mask probability p = (1 - t_eps) t + t_eps, t ~ U(0, 1) (LLaDA's eps)
 
     # Loss weights and the diffusion path (paper Eq. 3.16 / 3.18).
     c.objective = o = ml_collections.ConfigDict()
@@ -109,7 +133,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.batch_size = 1408  # global batch (sequences per optimizer step)
     t.seq_len = 512  # tokens per sequence (multiple of the block sizes)
     t.vae_steps = 100_000  # Stage-1 steps (paper: not given)
-    t.prior_steps = 1_000_000  # Stage-2 steps
+    t.steps = 1_000_000  # steps of the main stage (cola: Stage 2; ar / llada: the only stage)
     t.log_every = 50  # log line / metrics every N steps
     t.eval_every = 1000  # held-out loss every N steps (0: off; needs a validation source)
     t.eval_batches = 8  # validation batches per eval
@@ -130,6 +154,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     r.heads = ("tensor",)  # attention heads
     r.kv = ()  # head channels
     r.latent = ()  # latent channels (16: too small to split)
+
+    # FLOP accounting (colajax/flops.py).
+    c.flops = ml_collections.ConfigDict()
+    c.flops.paper_n = config_dict.placeholder(float)  # N of the paper axis 6 N D (None: the
+    # family's own: Cola's DiT, AR/LLaDA non-embedding params; the 2B experiments set 1.8e9)
 
     # Throughput accounting.
     c.metrics = ml_collections.ConfigDict()

@@ -28,7 +28,8 @@ from experiments import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     del arg
     c = base.get_config()  # base holds the released sizes and the paper's optimizer
-    c.vae.block_size = c.dit.block_size = 16
+    c.block_size = 16
+    c.flops.paper_n = 1.8e9  # the paper's EFLOPs axis: 6 x 1.8e9 x tokens
     c.vae.dtype = c.dit.dtype = "bfloat16"
     c.vae.remat = c.dit.remat = True
 

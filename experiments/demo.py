@@ -1,7 +1,7 @@
 """The `make demo` job: Stage 1 then Stage 2 on the bundled KJV corpus, ~10 minutes on 2 CPU cores.
 
     make demo                                    # = colajax demo --workdir runs/demo
-    colajax demo --workdir runs/demo2 --config.train.prior_steps=2000
+    colajax demo --workdir runs/demo2 --config.train.steps=2000
     colajax train --config experiments/demo.py --workdir runs/demo   # training only
 
 A little wider than tiny.py and trained longer, so that the samples printed at the end read like
@@ -27,7 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     t = c.train
     t.batch_size, t.seq_len = 16, 64
-    t.vae_steps, t.prior_steps = 600, 600
+    t.vae_steps, t.steps = 600, 600
     t.log_every, t.eval_every, t.eval_batches = 50, 200, 4
     t.ckpt_every, t.keep = 200, 2
     return c

@@ -27,7 +27,7 @@ def test_load_tiny_and_typed_overrides():
     assert c.train.async_ckpt is False and c.stage == "vae"
     assert tuple(c.mesh.rules.embed) == ("fsdp", "tensor") and tuple(c.mesh.rules.kv) == ()
     assert c.metrics.peak_flops == 2e11
-    assert c.vae.vocab_size == 4096 and c.train.seq_len == 64 and c.vae.block_size == 4
+    assert c.vae.vocab_size == 4096 and c.train.seq_len == 64 and c.block_size == 4
     with pytest.raises(AttributeError):  # locked: no new fields by accident
         c.train.new_field = 1
 
@@ -55,10 +55,12 @@ def test_bad_override_type(override):
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (["train.seq_len=66"], "multiple of config.vae.block_size"),
+        (["train.seq_len=66"], "multiple of config.block_size"),
         (["dit.txt_in_channels=4", "dit.txt_out_channels=4"], "latent_dim"),
-        (["dit.block_size=8"], "block_size"),
-        (["stage=joint"], "config.stage must be one of"),
+        (["dit.block_size=8"], "unknown config key"),  # one block size: config.block_size
+        (["stage=joint"], "not a stage of the cola family"),
+        (["model=gpt"], "unknown model family"),
+        (["model=ar", "stage=prior"], "not a stage of the ar family"),
         (["stage2.vae_mode=partial"], "vae_mode"),
         (["optim.grad_accum=3"], "divisible by config.optim.grad_accum"),
         (["objective.mask_ratio=1.0"], "mask_ratio"),
@@ -96,9 +98,12 @@ def test_missing_file_and_parse_arg():
 
 
 def test_all_experiments_load():
-    for spec in ("experiments/tiny.py", "experiments/small.py", "experiments/cola_2b.py"):
-        c = config_lib.load_config(spec)
-        config_lib.model_configs(c)
+    from colajax import families
+
+    specs = ("tiny", "small", "demo", "cola_2b", "ar_2b", "llada_2b")
+    for spec in specs:
+        c = config_lib.load_config(f"experiments/{spec}.py")
+        families.of_config(c).models(c)
     small = config_lib.load_config("experiments/small.py")
     assert (small.dit.num_layers, small.dit.txt_dim, small.dit.rope_dim) == (8, 512, 48)
     assert (small.vae.dim, small.vae.ffn_dim, small.vae.vocab_size) == (384, 1536, 8192)
@@ -107,11 +112,12 @@ def test_all_experiments_load():
 
 def test_cola_2b_parameter_counts():
     """The released sizes, counted with eval_shape (no allocation)."""
+    from colajax.models.config import cola_configs
     from colajax.models.dit import DiT
     from colajax.models.vae import TextVAE
 
     c = config_lib.load_config("experiments/cola_2b.py")
-    vae_cfg, dit_cfg = config_lib.model_configs(c)
+    vae_cfg, dit_cfg = cola_configs(c)
     n = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
     vae = jax.eval_shape(
         lambda: TextVAE(vae_cfg).init(jax.random.key(0), jax.numpy.zeros((1, 16), "int32"))

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from tiny_models import TINY_DIT, TINY_VAE
 
-from colajax import checkpoint
+from colajax import checkpoint, restore
 from colajax.cli import eval as eval_cli
 from colajax.data import pipeline
 from colajax.data.tokenizer import load_tokenizer
-from colajax.eval import diagnostics, restore
+from colajax.eval import diagnostics
+from colajax.families import cola
 from colajax.models.vae import TextVAE
 from colajax.train import objectives
 
@@ -25,7 +26,9 @@ OBJ = objectives.ObjectiveConfig()
 
 
 def write_checkpoint(path, meta, dit=DIT):
-    target = restore.abstract_params(VAE, dit, restore.make_mesh("data=1"), restore.DEFAULT_RULES)
+    models = {"vae": VAE} if dit is None else {"vae": VAE, "dit": dit}
+    mesh = restore.make_mesh("data=1")
+    target = cola.FAMILY.abstract_params(models, mesh, restore.DEFAULT_RULES)
     rng = np.random.default_rng(0)
     params = jax.tree.map(
         lambda s: (0.05 * rng.standard_normal(s.shape)).astype(np.float32), target

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from tiny_models import TINY_DIT, TINY_VAE
 
-from colajax import checkpoint
+from colajax import checkpoint, restore
 from colajax.cli import eval as run
-from colajax.eval import benchmark, restore, scoring
+from colajax.eval import benchmark, scoring
+from colajax.families import cola
+from colajax.families.base import GenOptions
 
 VAE = TINY_VAE
 DIT = TINY_DIT
@@ -25,7 +27,9 @@ HF_META = {
 
 def random_params(vae=VAE, dit=DIT, seed=0, mesh_spec="data=1"):
     """Random float32 params of the right tree, placed as the rules say on `mesh_spec`."""
-    target = restore.abstract_params(vae, dit, restore.make_mesh(mesh_spec), restore.DEFAULT_RULES)
+    models = {"vae": vae} if dit is None else {"vae": vae, "dit": dit}
+    mesh = restore.make_mesh(mesh_spec)
+    target = cola.FAMILY.abstract_params(models, mesh, restore.DEFAULT_RULES)
     rng = np.random.default_rng(seed)
     host = jax.tree.map(lambda s: 0.05 * rng.standard_normal(s.shape, np.float32), target)
     return jax.device_put(host, jax.tree.map(lambda s: s.sharding, target))
@@ -66,7 +70,8 @@ def test_restore_fsdp8_checkpoint_onto_one_device(tmp_path):
     model = restore.load_model(str(tmp_path / "ck"), "data=1")
     assert_same_values(saved, model.params)
     assert {len(x.sharding.device_set) for x in jax.tree.leaves(model.params)} == {1}
-    assert model.vae_config == VAE and model.dit_config == DIT and model.mesh.size == 1
+    assert model.models == {"vae": VAE, "dit": DIT} and model.mesh.size == 1
+    assert model.family.name == "cola"
 
 
 def test_restore_one_device_checkpoint_onto_fsdp8(tmp_path):
@@ -92,10 +97,25 @@ def test_restore_one_device_checkpoint_onto_fsdp8(tmp_path):
 def test_stage1_checkpoint_loads_for_diagnostics_only(tmp_path):
     meta = {"config": {"stage": "vae", "vae": HF_META["vae_config"], "dit": {}}}
     path = write_checkpoint(tmp_path / "vae", meta, dit=None)
-    model = restore.load_model(path, "data=1", need_dit=False)
-    assert set(model.params) == {"vae"} and model.dit_config is None
+    model = restore.load_model(path, "data=1")
+    assert set(model.params) == {"vae"} and set(model.models) == {"vae"}
     with pytest.raises(ValueError, match="Stage-1"):
-        restore.load_model(path, "data=1")
+        model.family.generator(model.params, model.models, model.meta, None, GenOptions())
+
+
+def test_joint_stage2_checkpoint_with_reference_encoder_loads(tmp_path):
+    """A joint Stage-2 checkpoint also stores the frozen reference encoder ('vae_ref'); the
+    loader restores only what the models need (this failed before the one loader)."""
+    params = random_params(seed=3)
+    stored = {**params, "vae_ref": {"encoder": params["vae"]["encoder"]}}
+    meta = {
+        "family": "cola",
+        "models": {"vae": dataclasses.asdict(VAE), "dit": dataclasses.asdict(DIT)},
+    }
+    checkpoint.save_params_checkpoint(str(tmp_path / "ck"), stored, meta)
+    model = restore.load_model(str(tmp_path / "ck"), "data=1")
+    assert set(model.params) == {"vae", "dit"}
+    assert_same_values(params, model.params)
 
 
 def test_parse_mesh():
@@ -218,7 +238,8 @@ def test_eval_end_to_end(ckpt, tmp_path, capsys):
     assert run.main(eval_args(ckpt, data, tmp_path / "out")) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    outputs = [f"{t}_generations.jsonl" for t in TASK_ROWS] + ["summary.csv", "summary.md"]
+    outputs = [f"{t}_generations.jsonl" for t in TASK_ROWS]
+    outputs += ["summary.csv", "summary.md", "result.json"]
     assert names == sorted(outputs)
     accs = {}
     for task, raw in TASK_ROWS.items():
@@ -258,17 +279,13 @@ def test_eval_end_to_end(ckpt, tmp_path, capsys):
 
 
 def test_generation_depends_only_on_prompt_and_record_number(ckpt):
-    from colajax.generate.cola import SamplerConfig
-
-    model = restore.load_model(ckpt, "data=1")
-    tok = restore.load_checked_tokenizer(TOKENIZER, model.meta, VAE.vocab_size)
-    scfg = SamplerConfig(steps=2, max_new_tokens=8, pad_id=tok.pad_id, eos_id=tok.eos_id)
-    gen = benchmark.model_generate_fn(model, tok, scfg, seed=66)
+    opts = GenOptions(steps=2, max_new_tokens=8, seed=66)
+    gen = benchmark.model_generate_fn(ckpt, opts, tokenizer=TOKENIZER, mesh="data=1")
     a, b = "And the Lord spake", "Thus saith the Lord of hosts"
     first = gen([a, b], [0, 1])
     assert gen([a, a], [0, 0])[0] == first[0]  # other prompt in the batch does not matter
     assert gen([b, a], [1, 0]) == first[::-1]
-    noise = np.asarray(benchmark.prompt_noise(66, [0, 1, 0], 2, 4, 4))
+    noise = np.asarray(cola.prompt_noise(66, [0, 1, 0], 2, 4, 4))
     np.testing.assert_array_equal(noise[0], noise[2])
     assert not np.allclose(noise[0], noise[1])
 

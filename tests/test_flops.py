@@ -50,7 +50,8 @@ def _assert_close_to_xla(xla: float, analytic: float):
 
 
 def test_dit_param_count_official_and_real_model():
-    assert flops.dit_param_count(DiTConfig()) == 1_829_875_728  # official default, spec §3.2
+    official = DiTConfig(block_size=16)  # the released sizes, spec §3.2
+    assert flops.dit_param_count(official) == 1_829_875_728
     shapes = jax.eval_shape(
         DiT(DIT).init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8)), jnp.zeros((1, 8))
     )
@@ -79,13 +80,13 @@ def test_hand_formulas_default_models():
     per_t = (256 * d + 2 * d * d) + lay * 6 * d * d + 2 * d * d
     rows, pairs = 1008, 512 * 512
     want = 2 * (rows * (per_row + per_t) + lay * 2 * pairs * 16 * 128)
-    assert flops.dit_flops(DiTConfig(), rows, pairs) == want
+    assert flops.dit_flops(DiTConfig(block_size=16), rows, pairs) == want
     grouped = 2 * (rows * per_row + 33 * per_t + lay * 2 * pairs * 16 * 128)
-    assert flops.dit_flops(DiTConfig(), rows, pairs, t_groups=33) == grouped
-    assert flops.dit_macs_per_row(DiTConfig()) == per_row
-    assert flops.dit_macs_per_timestep(DiTConfig()) == per_t
+    assert flops.dit_flops(DiTConfig(block_size=16), rows, pairs, t_groups=33) == grouped
+    assert flops.dit_macs_per_row(DiTConfig(block_size=16)) == per_row
+    assert flops.dit_macs_per_timestep(DiTConfig(block_size=16)) == per_t
     assert flops.train_layout_t_groups(512, 16) == 33
-    v = VAEConfig()
+    v = VAEConfig(block_size=16)
     k, f, vocab = 1536, 6144, 100278
     block = 3 * k * k + k * k + k * f + (f // 2) * k  # qkv, out, ffn_proj, SwiGLU ffn_out
     enc = 2 * (512 * (k * k + 4 * block + k * 32) + 4 * 2 * 1000 * k)

@@ -121,7 +121,7 @@ def _run(argv, capsys):
 
 
 def test_released_dit_layout_counts():
-    shapes = hf_dit_shapes(DiTConfig())
+    shapes = hf_dit_shapes(DiTConfig(block_size=4))
     assert len(shapes) == 470
     assert sum(k.endswith("rope.rope.freqs") for k in shapes) == 24
     n = sum(math.prod(s) for k, s in shapes.items() if not k.endswith("rope.rope.freqs"))
@@ -203,8 +203,8 @@ def test_cli_round_trip_and_numpy_reference(hf, tmp_path, capsys):
     params, meta = checkpoint.restore_params(out)
     mem_params, mem_meta = import_hf.import_hf(hf["vae"], hf["dit"])
     assert meta == json.loads(json.dumps(mem_meta))
-    assert DiTConfig.from_dict(meta["dit_config"]) == DIT
-    assert VAEConfig.from_dict(meta["vae_config"]) == VAE
+    assert DiTConfig.from_dict(meta["models"]["dit"]) == DIT
+    assert VAEConfig.from_dict(meta["models"]["vae"]) == VAE
     assert jax.tree.structure(params) == jax.tree.structure(mem_params)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(mem_params), strict=True):
         assert isinstance(a, jax.Array) and a.dtype == jnp.float32

@@ -69,7 +69,7 @@ def test_bert_mask_ratio_and_padding():
 
 
 def test_dit_space_roundtrip():
-    cfg = VAEConfig(scaling_factor=0.5, shifting_factor=0.25)
+    cfg = VAEConfig(scaling_factor=0.5, shifting_factor=0.25, block_size=4)
     z = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 4))
     x = obj.to_dit_space(z, cfg)
     np.testing.assert_allclose(x, (z - 0.25) * 0.5, rtol=1e-6)

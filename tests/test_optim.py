@@ -120,7 +120,7 @@ def test_group_lr_ratio_and_vae_freeze():
     )
 
     # frozen step: VAE params and moments unchanged, DiT still moves
-    p2, s2, _ = jax.jit(opt.update)(grads, s1, p1, 1, False)
+    p2, s2, _ = jax.jit(opt.update)(grads, s1, p1, 1, {"vae": False})
     jax.tree.map(np.testing.assert_array_equal, p2["vae"], p1["vae"])
     assert not np.allclose(p2["dit"]["d"]["kernel"], p1["dit"]["d"]["kernel"])
     mu1, mu2 = s1[0].mu, s2[0].mu
@@ -145,8 +145,8 @@ def test_grad_accumulation_matches_full_batch():
             err = jnp.mean((x @ params["dit"]["w"] - 1.0) ** 2)
             return err, {"err": err}
 
-        def vae_update_mask(self, step):
-            return True
+        def update_enabled(self, step):
+            return {}
 
     params = {"dit": {"w": jnp.linspace(-1, 1, 8).reshape(4, 2)}}
     labels = jax.tree.map(lambda _: "dit", params)

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from colajax import sample_load
 from colajax.convert.import_hf import import_hf
+from colajax.families import cola
 from colajax.generate import cola as sample
 from colajax.generate.tokens import TokenChoice, add_to_history, choose_tokens
 
@@ -40,7 +40,8 @@ pytestmark = pytest.mark.skipif(not CASES, reason=f"no generate.npz under {PARIT
 @functools.lru_cache(maxsize=2)
 def _model(case_dir: pathlib.Path):
     params, meta = import_hf(str(case_dir / "vae"), str(case_dir / "dit"))
-    vae_cfg, dit_cfg = sample_load.configs_from_meta(meta)
+    models = cola.FAMILY.models_from_meta(meta)
+    vae_cfg, dit_cfg = models["vae"], models["dit"]
     return jax.device_put(params), vae_cfg, dit_cfg
 
 

@@ -63,7 +63,7 @@ def _latest(run_dir):
 
 RESUME = FAST + [
     "train.vae_steps=4",
-    "train.prior_steps=4",
+    "train.steps=4",
     "train.ckpt_every=2",
     "train.eval_every=2",
     "train.eval_batches=1",

@@ -128,7 +128,7 @@ def test_init_statistics():
 
 
 def test_released_param_count():
-    cfg = VAEConfig()
+    cfg = VAEConfig(block_size=16)
     n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.unbox(_abstract(cfg))))
     assert n == 501_871_574
     hf = hf_vae_shapes(cfg)

@@ -5,8 +5,9 @@
 
 `bench train` builds exactly the training step of `colajax train` (same sharding, optimizer and
 stage), feeds it synthetic tokens, runs warm-up steps (compilation), then times `--steps` steps.
-MFU is model FLOPs (analytic, `stage.flops_per_step`) per second over the matmul peak measured
-in the same process (f32, or bf16 inputs with f32 accumulation when the config computes in bf16).
+Any family (`--config.model=cola|ar|llada`). MFU is model FLOPs (analytic, the stage's
+`flops_report`) per second over the matmul peak measured in the same process (f32, or bf16
+inputs with f32 accumulation when the config computes in bf16).
 """
 
 import argparse
@@ -47,6 +48,7 @@ def bench_matmul(argv: Sequence[str]) -> dict:
 
 def bench_train(argv: Sequence[str]) -> dict:
     from colajax import config as config_lib
+    from colajax import families
     from colajax.train import data as data_lib
     from colajax.train.setup import setup_stage
 
@@ -54,17 +56,20 @@ def bench_train(argv: Sequence[str]) -> dict:
     p.add_argument("--config", required=True, help="experiments/X.py[:arg]")
     p.add_argument("--steps", type=int, default=3, help="timed steps")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps (compilation)")
-    p.add_argument("--stage", default=None, help="vae | prior (default: config.stage; both=prior)")
+    p.add_argument("--stage", default=None, help="a stage of the family (default: its main one)")
     args, rest = p.parse_known_args(argv)
     overrides = config_lib.overrides_from_argv(rest)
     config = config_lib.load_config(args.config, overrides, num_devices=jax.device_count())
-    name = args.stage or ("prior" if config.stage == "both" else config.stage)
+    family = families.of_config(config)
+    stages = family.stage_names(config)
+    name = args.stage or (stages[0] if len(stages) == 1 else family.main_stage)
     setup = setup_stage(config, name)
     tr = setup.config.train
-    dtype = "bfloat16" if "bfloat16" in (config.vae.dtype, config.dit.dtype) else "float32"
+    models = family.models(config)
+    dtype = family.compute_dtype(models)
     peak = measure_peak_flops(dtype)
     batches = data_lib.SyntheticTokens(
-        tr.batch_size, tr.seq_len, config.vae.vocab_size, setup.batch_sharding, seed=0
+        tr.batch_size, tr.seq_len, family.vocab_size(models), setup.batch_sharding, seed=0
     )
     state = setup.init_state()
     t0 = time.perf_counter()
@@ -90,8 +95,9 @@ def bench_train(argv: Sequence[str]) -> dict:
         "bench": "train",
         "config": args.config,
         "overrides": overrides,
+        "model": family.name,
         "stage": name,
-        "vae_mode": config.stage2.vae_mode if name == "prior" else None,
+        **family.describe(config, name),
         "batch_size": tr.batch_size,
         "seq_len": tr.seq_len,
         "dtype": dtype,

@@ -57,9 +57,8 @@ def main(argv: list[str]) -> int:
     import jax
 
     from colajax import config as config_lib
-    from colajax import sample_load
-    from colajax.data.tokenizer import load_tokenizer
-    from colajax.generate import cola
+    from colajax import restore
+    from colajax.families.base import GenOptions
     from colajax.train import metrics, trainer
 
     t0 = time.time()
@@ -79,18 +78,14 @@ def main(argv: list[str]) -> int:
     )
     print(loss_table(args.workdir) + "\n")
 
-    params, vae_cfg, dit_cfg, meta = sample_load.load_model(args.workdir)
-    tok = load_tokenizer(sample_load.tokenizer_spec(meta))
-    scfg = cola.SamplerConfig(
-        max_new_tokens=args.max_new_tokens,
-        pad_id=tok.pad_id,
-        eos_id=tok.eos_id,
-        round_dit_inputs_bf16=False,
-    )
+    loaded = restore.load_model(args.workdir)
+    tok = restore.load_tokenizer(None, loaded.meta, loaded.family.vocab_size(loaded.models))
+    opts = GenOptions(max_new_tokens=args.max_new_tokens, bf16_inputs="off")
+    generate = loaded.family.generator(loaded.params, loaded.models, loaded.meta, tok, opts)
     prompts = [[tok.bos_id, *tok.encode(text)] for text in PROMPTS]
-    gen = cola.generate(params, vae_cfg, dit_cfg, prompts, scfg, seed=0)
-    print("samples (16 Euler steps, CFG 7, greedy + repetition penalty 1.1):")
-    for text, ids in zip(PROMPTS, gen.generated, strict=True):
+    generated = generate(prompts, list(range(len(prompts))))
+    print("samples (the family's benchmark sampler; Cola: 16 Euler steps, CFG 7, greedy + 1.1):")
+    for text, ids in zip(PROMPTS, generated, strict=True):
         print(f"  {text!r} -> {tok.decode([int(i) for i in ids])!r}")
     print(f"\ndemo done in {time.time() - t0:.0f} s")
     return 0

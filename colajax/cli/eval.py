@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from colajax.cli.options import add_generation_args, gen_options
 from colajax.eval import tasks
 from colajax.eval.benchmark import run_benchmark
 
@@ -22,7 +23,9 @@ def parser() -> argparse.ArgumentParser:
         "`colajax eval score ...` re-scores generations; `colajax eval diagnostics ...` reports "
         "VAE/prior diagnostics on held-out text.",
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint root (training or import-hf)")
+    p.add_argument(
+        "--checkpoint", required=True, help="run directory or checkpoint root (any family)"
+    )
     p.add_argument("--tasks", required=True, help=f"comma-separated, from {','.join(tasks.TASKS)}")
     p.add_argument("--data", required=True, help="directory of <task>.jsonl, or 'tfds'")
     p.add_argument(
@@ -36,25 +39,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (created)")
     p.add_argument("--limit", type=int, default=None, help="first N records per task")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=16, help="Euler steps per block")
-    p.add_argument("--cfg", type=float, default=7.0, help="classifier-free guidance scale")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (benchmark)")
-    p.add_argument("--repetition-penalty", type=float, default=1.1)
-    p.add_argument("--seed", type=int, default=66, help="noise seed (per record number)")
     p.add_argument("--tokenizer", default=None, help="default: the experiment's tokenizer")
     p.add_argument("--mesh", default="data=-1", help="e.g. data=-1, fsdp=8, data=2,tensor=4")
-    p.add_argument(
-        "--dit-bf16-inputs",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="official bf16 rounding of DiT inputs (auto: on for import-hf)",
-    )
-    p.add_argument(
-        "--keep-after-eos",
-        action="store_true",
-        help="keep text after EOS (official harness); default: cut at EOS",
-    )
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    add_generation_args(p, seed=66)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -72,6 +60,7 @@ def main(argv: list[str]) -> int:
     try:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        args.gen = gen_options(args)
         result = run_benchmark(args)
     except (OSError, ValueError) as err:
         print(f"colajax eval: error: {err}", file=sys.stderr)

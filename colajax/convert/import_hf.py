@@ -51,8 +51,8 @@ def import_hf(vae_dir: str, dit_dir: str, dtype: str = "float32"):
         "dit": dit_params_from_hf(dit_tensors, dit_cfg),
     }
     meta = {
-        "vae_config": dataclasses.asdict(vae_cfg),
-        "dit_config": dataclasses.asdict(dit_cfg),
+        "family": "cola",
+        "models": {"vae": dataclasses.asdict(vae_cfg), "dit": dataclasses.asdict(dit_cfg)},
         "source": {
             "format": "hf-safetensors",
             "vae_dir": os.path.abspath(vae_dir),

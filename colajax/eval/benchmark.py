@@ -4,13 +4,14 @@
     colajax eval score --task T --generations F.jsonl [--out DIR]    (re-score, no model)
     colajax eval diagnostics --checkpoint DIR --text GLOB            (VAE / prior diagnostics)
 
-Parameters only (no optimizer state) are restored onto the mesh of this run (`--mesh`; see
-`restore.py`), so a checkpoint written on 8 devices evaluates on 1 and vice versa. Prompts are
-the paper's templates (`templates.py`), generation is the block sampler (`colajax.generate.cola`,
-benchmark defaults: greedy + repetition penalty 1.1, 16 Euler steps, CFG 7, 32 new tokens),
-scoring is the official rules (`scoring.py`). Per prompt, the initial noise is drawn from
-(seed, record number), so a generation does not depend on the batch size or on the other
-prompts.
+Any family's checkpoint: parameters only (no optimizer state) are restored onto the mesh of
+this run (`--mesh`; `colajax.restore`), so a checkpoint written on 8 devices evaluates on 1 and
+vice versa. Prompts are the paper's templates (`templates.py`), the same for every family;
+generation is the family's (Cola: the block sampler with the official benchmark defaults, greedy
++ repetition penalty 1.1, 16 Euler steps, CFG 7; AR: KV-cached greedy; LLaDA: low-confidence
+remasking), 32 new tokens; scoring is the official rules (`scoring.py`). Per prompt, randomness
+is drawn from (seed, record number), so a generation does not depend on the batch size or on
+the other prompts.
 
 Writes into --out: `<task>_generations.jsonl` (id, prompt, generation, ground_truth, choices
 (multiple choice only), extracted, extracted_gt, correct), `summary.csv` and `summary.md`
@@ -23,43 +24,36 @@ import os
 import sys
 from collections.abc import Callable
 
-import jax
-import jax.numpy as jnp
 from tqdm import tqdm
 
-from colajax import checkpoint, sample_load
+from colajax import restore
 from colajax.eval import scoring, tasks, templates
-from colajax.eval.restore import Model, load_checked_tokenizer, load_model
-from colajax.generate import cola
-from colajax.generate.tokens import TokenChoice
-
-IMPORTED_FORMAT = "hf-safetensors"  # meta["source"]["format"] of `colajax import-hf` outputs
+from colajax.families.base import GenOptions
 
 # generate_fn(prompts, record_numbers) -> generations (one string per prompt)
 GenerateFn = Callable[[list[str], list[int]], list[str]]
 
 
-def prompt_noise(seed: int, numbers: list[int], n_blocks: int, block_size: int, channels: int):
-    """Initial noise [B, n_blocks, bs, C] of each prompt, drawn from (seed, record number)."""
-    key = jax.random.PRNGKey(seed)
-    keys = jax.vmap(lambda n: jax.random.fold_in(key, n))(jnp.asarray(numbers, jnp.uint32))
-    shape = (n_blocks, block_size, channels)
-    return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
-
-
-def model_generate_fn(model: Model, tok, scfg, seed: int) -> GenerateFn:
-    """A GenerateFn running `colajax.generate.cola.generate` with per-prompt noise."""
-    bs, c = model.dit_config.block_size, model.dit_config.txt_in_channels
+def text_generate_fn(generate_ids, tok) -> GenerateFn:
+    """A text GenerateFn over a family's id-level one (prompts encoded without BOS, as the
+    official harness does)."""
 
     def generate_fn(prompts: list[str], numbers: list[int]) -> list[str]:
-        ids = tok.encode_batch(prompts)
-        noise = prompt_noise(seed, numbers, scfg.n_blocks(bs), bs, c)
-        out = cola.generate(
-            model.params, model.vae_config, model.dit_config, ids, scfg, seed=seed, noise=noise
-        )
-        return [tok.decode(g) for g in out.generated]
+        out = generate_ids(tok.encode_batch(prompts), numbers)
+        return [tok.decode(g) for g in out]
 
     return generate_fn
+
+
+def model_generate_fn(directory: str, opts: GenOptions, *, tokenizer=None, mesh="data=-1",
+                      step=None) -> GenerateFn:  # fmt: skip
+    """Restore a checkpoint (any family) and return its text GenerateFn; the tokenizer is
+    checked before any array is read."""
+    family, models, meta, _, _ = restore.read_model_info(directory, step)
+    tok = restore.load_tokenizer(tokenizer, meta, family.vocab_size(models))
+    loaded = restore.load_model(directory, mesh, step=step)
+    gen = family.generator(loaded.params, loaded.models, loaded.meta, tok, opts)
+    return text_generate_fn(gen, tok)
 
 
 def run_task(task, records, generate_fn: GenerateFn, batch_size: int, progress: bool = True):
@@ -144,7 +138,9 @@ def run_benchmark(args, generate_fn: GenerateFn | None = None) -> dict:
     }
     _check_outputs(args.out, names, sources)
     if generate_fn is None:
-        generate_fn = _model_generate_fn(args)
+        generate_fn = model_generate_fn(
+            args.checkpoint, args.gen, tokenizer=args.tokenizer, mesh=args.mesh, step=args.step
+        )
     os.makedirs(args.out, exist_ok=True)
     counts, accs = {}, {}
     for t in names:
@@ -152,26 +148,8 @@ def run_benchmark(args, generate_fn: GenerateFn | None = None) -> dict:
         counts[t] = len(rows)
         _write_jsonl(os.path.join(args.out, f"{t}_generations.jsonl"), rows)
     summ = write_summary(args.out, counts, accs)
-    return {"out": os.path.abspath(args.out), "rows": counts, **summ}
-
-
-def _model_generate_fn(args) -> GenerateFn:
-    _, _, meta, keys = checkpoint.read_info(args.checkpoint)  # tokenizer errors before restoring
-    vocab = sample_load.configs_from_meta(meta, with_dit="dit" in keys)[0].vocab_size
-    tok = load_checked_tokenizer(args.tokenizer, meta, vocab)
-    model = load_model(args.checkpoint, args.mesh)
-    source = model.meta.get("source")
-    imported = isinstance(source, dict) and source.get("format") == IMPORTED_FORMAT
-    round_bf16 = {"on": True, "off": False, "auto": imported}[args.dit_bf16_inputs]
-    choice = TokenChoice(temperature=args.temperature, repetition_penalty=args.repetition_penalty)
-    scfg = cola.SamplerConfig(
-        steps=args.steps,
-        guidance_scale=args.cfg,
-        max_new_tokens=args.max_new_tokens,
-        choice=choice,
-        pad_id=tok.pad_id,
-        eos_id=tok.eos_id,
-        truncate_at_eos=not args.keep_after_eos,
-        round_dit_inputs_bf16=round_bf16,
-    )
-    return model_generate_fn(model, tok, scfg, args.seed)
+    result = {"out": os.path.abspath(args.out), "rows": counts, **summ}
+    source = {"checkpoint": getattr(args, "checkpoint", None), "step": getattr(args, "step", None)}
+    with open(os.path.join(args.out, "result.json"), "w", encoding="utf-8") as f:
+        json.dump({**result, **source}, f, indent=1)
+    return result

@@ -21,9 +21,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from colajax import sample_load
+from colajax import restore
 from colajax.data import pipeline
-from colajax.eval import restore
 from colajax.models import posterior
 from colajax.models.dit import DiT
 from colajax.models.vae import TextVAE
@@ -105,7 +104,7 @@ def _model_stats(params, tokens_BL, rng, *, vae_cfg, dit_cfg, obj):
 
 
 def _objective(meta: dict):
-    section = sample_load.experiment_config(meta).get("objective")
+    section = restore.experiment_config(meta).get("objective")
     return objectives.ObjectiveConfig.from_config(section or {})
 
 
@@ -121,8 +120,14 @@ def diagnose(
     mesh="data=-1",
 ) -> dict:
     """Restore the checkpoint and compute the diagnostics over the held-out text."""
-    model = restore.load_model(checkpoint, mesh, need_dit=False)
-    tok = restore.load_checked_tokenizer(tokenizer, model.meta, model.vae_config.vocab_size)
+    model = restore.load_model(checkpoint, mesh)
+    if model.family.name != "cola":
+        raise ValueError(
+            f"{checkpoint} is a {model.family.name} checkpoint; these are the Cola VAE / prior "
+            "diagnostics (held-out losses of every family are in its metrics.jsonl)."
+        )
+    vae_cfg, dit_cfg = model.models["vae"], model.models.get("dit")
+    tok = restore.load_tokenizer(tokenizer, model.meta, vae_cfg.vocab_size)
     name = text.split(",")[0].removesuffix(".gz")
     kind = "jsonl" if name.endswith((".jsonl", ".json")) else "text"
     data = pipeline.make_eval_batches(
@@ -130,10 +135,10 @@ def diagnose(
         tok,
         batch_size,
         seq_len,
-        block_size=model.vae_config.block_size,
+        block_size=vae_cfg.block_size,
         max_batches=batches,
     )
-    configs = {"vae_cfg": model.vae_config, "dit_cfg": model.dit_config}
+    configs = {"vae_cfg": vae_cfg, "dit_cfg": dit_cfg}
     obj = _objective(model.meta)
     totals: dict = {}
     for i, batch in enumerate(data):

@@ -15,6 +15,14 @@ _HF_IGNORED = ("dtype", "torch_dtype", "remat")
 
 def _build(cls, d: dict[str, Any], *, strict: bool):
     names = {f.name for f in dataclasses.fields(cls)}
+    required = sorted(
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    absent = [k for k in required if k not in d]
+    if absent:
+        raise ValueError(f"{cls.__name__}: missing required field(s) {absent}.")
     if not strict:
         d = {k: v for k, v in d.items() if k not in _HF_IGNORED}
     unknown = sorted(set(d) - names)
@@ -36,7 +44,8 @@ class VAEConfig:
     encoder_num_blocks: int = 4
     decoder_num_blocks: int = 4
     latent_dim: int = 16
-    block_size: int = 4  # block-causal mask granularity
+    block_size: int = dataclasses.field(kw_only=True)  # block-causal granularity (no default:
+    # an experiment's one `config.block_size`, or the released config.json)
     patch_size: int = 1  # only 1 is supported (the released model)
     shared_heads_kv: int = 1  # only 1 is supported (official GQA path is broken)
     layer_norm_eps: float = 1e-6
@@ -86,7 +95,7 @@ class DiTConfig:
     qk_bias: bool = False
     patch_size: int = 1  # only 1 is supported
     rope_dim: int = 96
-    block_size: int = 4
+    block_size: int = dataclasses.field(kw_only=True)  # = the VAE's (no default, see VAEConfig)
     dtype: str = "float32"
     remat: bool = False
 
@@ -111,3 +120,24 @@ def check_compatible(vae: VAEConfig, dit: DiTConfig) -> None:
             f"DiT block_size ({dit.block_size}) differs from VAE block_size ({vae.block_size}); "
             "the generation loop and both masks must use one block size."
         )
+
+
+def cola_configs(config) -> tuple[VAEConfig, DiTConfig]:
+    """The Text VAE and DiT configs of an experiment: `config.vae`, `config.dit` and the one
+    `config.block_size` both models (and the sampler) use. Strict: unknown fields fail."""
+    sections = {"vae": config.vae, "dit": config.dit}
+    out = []
+    for name, cls in (("vae", VAEConfig), ("dit", DiTConfig)):
+        d = sections[name].to_dict() if hasattr(sections[name], "to_dict") else dict(sections[name])
+        if "block_size" in d:
+            raise ValueError(
+                f"config.{name}.block_size is not a field: Cola has one block size, "
+                "config.block_size (set that instead)."
+            )
+        try:
+            out.append(cls.from_dict({**d, "block_size": int(config.block_size)}))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"config.{name}: {e}") from None
+    vae, dit = out
+    check_compatible(vae, dit)
+    return vae, dit

@@ -97,6 +97,16 @@ def _source_cfg(data_cfg, split: str) -> dict[str, Any] | None:
     return out
 
 
+def _model_shape(config) -> tuple[int, int]:
+    """(vocabulary size, row multiple) of the config's family: the tokenizer must fit the
+    vocabulary, seq_len must be a multiple of the block size (1 for token-level models)."""
+    from colajax import families
+
+    family = families.of_config(config)
+    models = family.models(config)
+    return family.vocab_size(models), family.row_multiple(models)
+
+
 def _tokenizer(config):
     from colajax.data import tokenizer as tokenizer_lib
 
@@ -106,7 +116,7 @@ def _tokenizer(config):
             ".model or a tokenizer.json); or use config.data.kind='synthetic'."
         )
     tok = tokenizer_lib.load_tokenizer(config.data.tokenizer)
-    tokenizer_lib.check_vocab(tok, config.vae.vocab_size)
+    tokenizer_lib.check_vocab(tok, _model_shape(config)[0])
     return tok
 
 
@@ -116,7 +126,7 @@ def make_train_iter(config, sharding, *, stage_salt: int = 0):
     if config.data.kind == "synthetic":
         seed = config.data.seed + stage_salt
         return SyntheticTokens(
-            tr.batch_size, tr.seq_len, config.vae.vocab_size, sharding, seed=seed
+            tr.batch_size, tr.seq_len, _model_shape(config)[0], sharding, seed=seed
         )
     from colajax.data import pipeline
 
@@ -129,7 +139,7 @@ def make_train_iter(config, sharding, *, stage_salt: int = 0):
         tr.batch_size,
         tr.seq_len,
         sharding,
-        block_size=config.vae.block_size,
+        block_size=_model_shape(config)[1],
         seed=config.data.seed + stage_salt,
     )
 
@@ -143,7 +153,7 @@ def make_eval_batches(config, sharding) -> list | Any | None:
         it = SyntheticTokens(
             tr.batch_size,
             tr.seq_len,
-            config.vae.vocab_size,
+            _model_shape(config)[0],
             sharding,
             seed=config.data.seed + VALID_SALT,
         )
@@ -159,6 +169,6 @@ def make_eval_batches(config, sharding) -> list | Any | None:
         tr.batch_size,
         tr.seq_len,
         sharding,
-        block_size=config.vae.block_size,
+        block_size=_model_shape(config)[1],
         max_batches=tr.eval_batches,
     )

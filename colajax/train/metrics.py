@@ -65,6 +65,7 @@ class Throughput:
 def format_line(step: int, total: int, metrics: dict[str, Any], eta_s: float | None = None) -> str:
     """One concise line: loss terms, grad norm, lr, throughput, ETA."""
     skip = {"lr", "grad_norm", "step_time", "tokens_per_sec", "model_flops_per_sec", "mfu"}
+    skip |= {"tokens", "eflops_full", "eflops_paper"}
     terms = " ".join(f"{k} {float(v):.4g}" for k, v in metrics.items() if k not in skip)
     parts = [f"step {step}/{total}", terms]
     if "grad_norm" in metrics:
@@ -75,6 +76,11 @@ def format_line(step: int, total: int, metrics: dict[str, Any], eta_s: float | N
         if "mfu" in metrics:
             tput += f" MFU {100 * metrics['mfu']:.1f}%"
         parts.append(tput)
+    if "tokens" in metrics:
+        seen = f"{metrics['tokens']:.4g} tok"
+        if "eflops_paper" in metrics:
+            seen += f" {metrics['eflops_paper']:.4g} EFLOPs (6ND)"
+        parts.append(seen)
     if eta_s is not None:
         parts.append(f"ETA {datetime.timedelta(seconds=round(eta_s))}")
     return " | ".join(parts)

@@ -30,6 +30,7 @@ import optax
 
 from colajax.models import attention, posterior, train_attention
 from colajax.models.dit import GroupedTimesteps
+from colajax.train.vae_modes import vae_mode
 
 T_SCALE = 1000.0  # the DiT is told 1000 * t
 
@@ -314,8 +315,6 @@ def fm_loss(dit, layout: FMLayout):
 # Stage 2
 # --------------------------------------------------------------------------------------------
 
-VAE_MODES = ("joint", "frozen", "scratch", "interval")
-
 
 def stage2_loss(
     encode,
@@ -341,11 +340,10 @@ def stage2_loss(
     frozen:           lambda_fm * FM only; the encoder runs under stop_gradient
     `ref_encode` may be None unless mode is joint/interval with lambda_ref > 0.
     """
-    if mode not in VAE_MODES:
-        raise ValueError(f"unknown stage2.vae_mode {mode!r}; use one of {VAE_MODES}.")
+    m = vae_mode(mode)
     seg, pos = _layout(tokens_BL, segment_ids_BL, positions_BL)
     metrics = {}
-    if mode == "frozen":
+    if not m.trains_vae:
         mean, logvar_raw = jax.lax.stop_gradient(encode(tokens_BL, seg, pos))
         logvar = posterior.clamp_logvar(logvar_raw)
         z = posterior.sample(mean, logvar, jax.random.fold_in(rng, _RNG_POST))
@@ -378,14 +376,14 @@ def stage2_loss(
         block_size=block_size,
         t_loc=obj.t_loc,
         t_scale=obj.t_scale,
-        grad_to_vae=obj.fm_grad_to_vae and mode != "frozen",
+        grad_to_vae=obj.fm_grad_to_vae and m.trains_vae,
         segment_ids_BL=seg,
         positions_BL=positions_BL,  # None: default positions, compact layout
     )
     fm, _ = fm_loss(dit, layout)
     loss = vae_loss + obj.lambda_fm * fm
     metrics["fm"] = fm
-    if mode in ("joint", "interval") and obj.lambda_ref > 0:
+    if m.reference and obj.lambda_ref > 0:
         if ref_encode is None:
             raise ValueError(f"vae_mode={mode!r} with lambda_ref > 0 needs the reference encoder.")
         r_mean, r_logvar_raw = jax.lax.stop_gradient(ref_encode(tokens_BL, seg, pos))

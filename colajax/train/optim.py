@@ -1,10 +1,11 @@
-"""AdamW with a warmup-cosine schedule, per-group learning rates and VAE freezing (optax).
+"""AdamW with a warmup-cosine schedule, per-group learning rates and group freezing (optax).
 
 The optax chain computes the update *direction* (global-norm clip -> Adam -> decoupled weight
 decay, masked off norms/biases/embeddings); `Optimizer.update` multiplies it by the learning
 rate of each parameter's group at the global step. Keeping the schedule outside the chain means
-every group sees the same step count, including after 'interval' phases in which the VAE group
-is frozen: its parameters and its Adam moments are then left exactly as they were.
+every group sees the same step count, including after phases in which a group is switched off
+(Cola's 'interval' VAE mode): its parameters and its Adam moments are then left exactly as they
+were.
 """
 
 import dataclasses
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-GROUPS = ("vae", "dit")
+GROUPS = ("vae", "dit", "lm")  # parameter groups: Cola's VAE and DiT, the AR/LLaDA backbone
 
 
 def make_schedule(optim_cfg) -> optax.Schedule:
@@ -54,19 +55,22 @@ class Optimizer:
     def init(self, params):
         return self.tx.init(params)
 
-    def lr(self, step, group: str = "dit"):
+    def lr(self, step, group: str | None = None):
         return self.schedule(step) * self.group_lr.get(group, 1.0)
 
-    def update(self, grads, opt_state, params, step, vae_enabled=True):
+    def update(self, grads, opt_state, params, step, enabled: dict | None = None):
         """One step: returns (new_params, new_opt_state, {'grad_norm', 'lr'}).
 
-        `vae_enabled` (a traced bool) False leaves the 'vae' group untouched: gradients are
-        zeroed before clipping, parameters and Adam moments keep their values.
+        `enabled` maps group names to (traced) bools; a group switched off is left untouched:
+        its gradients are zeroed before clipping, its parameters and Adam moments keep their
+        values. Groups not named are always updated. `lr` is the schedule's (multiplier 1).
         """
-        enabled = jnp.asarray(vae_enabled)
-        is_vae = jax.tree.map(lambda lab: lab == "vae", self.labels)
+        enabled = {g: jnp.asarray(on) for g, on in (enabled or {}).items()}
+        on_of = lambda lab: enabled.get(lab)  # None: always on
         grads = jax.tree.map(
-            lambda g, v: jnp.where(enabled, g, jnp.zeros_like(g)) if v else g, grads, is_vae
+            lambda g, lab: g if on_of(lab) is None else jnp.where(on_of(lab), g, jnp.zeros_like(g)),
+            grads,
+            self.labels,
         )
         grad_norm = optax.tree.norm(grads)
         direction, new_state = self.tx.update(grads, opt_state, params)
@@ -74,19 +78,24 @@ class Optimizer:
 
         def apply(p, u, lab):
             new = p - (lrs[lab] * u).astype(p.dtype)
-            return jnp.where(enabled, new, p) if lab == "vae" else new
+            return new if on_of(lab) is None else jnp.where(on_of(lab), new, p)
 
         new_params = jax.tree.map(apply, params, direction, self.labels)
-        freeze = optax.tree_map_params(
-            self.tx, lambda _, v: v, opt_state, is_vae, transform_non_params=lambda _: False
-        )
-        new_state = jax.tree.map(
-            lambda f, new, old: jnp.where(enabled, new, old) if f else new,
-            freeze,
-            new_state,
-            opt_state,
-        )
-        return new_params, new_state, {"grad_norm": grad_norm, "lr": lrs["dit"]}
+        if enabled:
+            group_of = optax.tree_map_params(
+                self.tx, lambda _, lab: lab, opt_state, self.labels,
+                transform_non_params=lambda _: None,
+            )  # fmt: skip
+            new_state = jax.tree.map(
+                lambda lab, new, old: (
+                    new if on_of(lab) is None else jnp.where(on_of(lab), new, old)
+                ),
+                group_of,
+                new_state,
+                opt_state,
+                is_leaf=lambda x: x is None,
+            )
+        return new_params, new_state, {"grad_norm": grad_norm, "lr": self.schedule(step)}
 
 
 def make_optimizer(optim_cfg, labels, group_lr: dict[str, float] | None = None) -> Optimizer:

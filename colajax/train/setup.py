@@ -1,5 +1,7 @@
 """Everything one stage needs on one mesh: stage object, optimizer, shardings, jitted steps.
 
+Family-agnostic: the stage comes from the config's family (`colajax.families`).
+
 Shared by the trainer and `colajax bench train`, so the benchmark times exactly the step that
 training runs.
 """
@@ -12,6 +14,7 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding
 
+from colajax import families
 from colajax import sharding as shd
 from colajax.train import optim
 from colajax.train import state as state_lib
@@ -20,7 +23,7 @@ from colajax.train.state import TrainState
 
 
 def stage_config(config, name: str):
-    """A copy of `config` with `stage` set to one stage name ('vae' | 'prior')."""
+    """A copy of `config` with `stage` set to one stage name (e.g. 'vae', 'prior', 'lm')."""
     cfg = config.copy_and_resolve_references()
     with cfg.unlocked():
         cfg.stage = name
@@ -29,9 +32,7 @@ def stage_config(config, name: str):
 
 
 def default_make_stage(config, name):
-    from colajax.train import stages
-
-    return stages.make_stage(config, name)
+    return families.of_config(config).make_stage(config, name)
 
 
 @dataclasses.dataclass
@@ -50,28 +51,34 @@ class StageSetup:
     eval_step: Callable
 
     @property
+    def family(self):
+        return families.of_config(self.config)
+
+    @property
     def total_steps(self) -> int:
-        tr = self.config.train
-        return int(tr.vae_steps if self.name == "vae" else tr.prior_steps)
+        return self.family.stage_steps(self.config, self.name)
 
     _inits: dict = dataclasses.field(default_factory=dict, repr=False)
 
-    def init_state(self, rng=None, vae_params=None) -> TrainState:
-        """Fresh sharded state; with `vae_params`, the VAE (and reference encoder) start from
-        those weights via `stage.init_from_checkpoint` (Stage 2)."""
+    def init_state(self, rng=None, restored: dict | None = None) -> TrainState:
+        """Fresh sharded state; with `restored` ({key: params} of `stage.init_keys`, e.g. a
+        Stage-1 VAE) those start from the given weights via `stage.init_from_checkpoint`."""
         rng = jax.random.key(self.config.seed) if rng is None else rng
-        kind = "fresh" if vae_params is None else "from_vae"
+        kind = "fresh" if restored is None else "restored"
         if kind not in self._inits:
-            init_fn = None if vae_params is None else self.stage.init_from_checkpoint
+            init_fn = None if restored is None else self.stage.init_from_checkpoint
             self._inits[kind] = state_lib.jit_init(
                 self.stage, self.optimizer, self.shardings, init_fn
             )
-        args = () if vae_params is None else (vae_params,)
+        args = () if restored is None else (restored,)
         return self._inits[kind](rng, *args)
 
-    def flops_per_step(self) -> float:
+    def flops_report(self) -> dict:
         tr = self.config.train
-        return float(self.stage.flops_per_step(tr.batch_size, tr.seq_len))
+        return self.stage.flops_report(tr.batch_size, tr.seq_len)
+
+    def flops_per_step(self) -> float:
+        return float(self.flops_report()["total"])
 
 
 _CACHE: dict = {}
@@ -107,7 +114,7 @@ def _build(config, name, mesh, make_stage, make_optimizer) -> StageSetup:
     labels = state_lib.expand_labels(
         stage.param_groups(nn.unbox(boxed_params)), nn.unbox(boxed_params)
     )
-    group_lr = {"vae": float(cfg.stage2.vae_lr_ratio) if name == "prior" else 1.0, "dit": 1.0}
+    group_lr = dict(getattr(stage, "group_lr", {}))
     if make_optimizer is not None:
         optimizer = make_optimizer(cfg, labels)
     else:
@@ -119,15 +126,15 @@ def _build(config, name, mesh, make_stage, make_optimizer) -> StageSetup:
     )
     batch_sh = shd.batch_sharding(mesh, rules)
     metrics_sh = shd.replicated(mesh)
-    batch_tree = {"tokens": batch_sh}
+    # One sharding for the whole batch dict (a pytree prefix): any [B, L] keys.
     train_step = step_lib.jit_train_step(
         step_lib.make_train_step(stage, optimizer, cfg.seed, cfg.optim.grad_accum),
         shardings,
-        batch_tree,
+        batch_sh,
         metrics_sh,
     )
     eval_step = step_lib.jit_eval_step(
-        step_lib.make_eval_step(stage, cfg.seed), shardings, batch_tree, metrics_sh
+        step_lib.make_eval_step(stage, cfg.seed), shardings, batch_sh, metrics_sh
     )
     return StageSetup(
         config=cfg,

@@ -1,13 +1,7 @@
-"""Stage objects the trainer drives: Stage 1 (Text VAE) and Stage 2 (prior: VAE + DiT).
+"""The Cola family's stages: Stage 1 (Text VAE) and Stage 2 (prior: VAE + DiT).
 
-Interface (trainer contract):
-  stage = make_stage(config[, name])        # name 'vae' | 'prior' (default: config.stage)
-  stage.init(rng) -> (params, frozen)       # boxed (nn.Partitioned) pytrees
-  stage.loss(params, frozen, batch, rng, step) -> (loss, metrics)
-  stage.param_groups(params) -> labels 'vae' | 'dit'
-  stage.vae_update_mask(step) -> bool       # False in 'interval' frozen phases / 'frozen' mode
-  stage.flops_per_step(batch_size, seq_len) -> model FLOPs (fwd + bwd) per optimizer step
-  stage.init_from_checkpoint(params, frozen, restored_vae_params) -> (params, frozen)
+They implement the stage contract of `colajax.families.base` (init, loss, param groups and
+their learning-rate multipliers, per-step group switches, FLOPs, init from a checkpoint).
 
 Parameter placement by Stage-2 vae_mode:
   joint / interval: params {'vae', 'dit'}, frozen {'vae_ref': {'encoder': ...}}
@@ -15,24 +9,19 @@ Parameter placement by Stage-2 vae_mode:
   frozen:           params {'dit'},        frozen {'vae'}
 """
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from colajax import flops
-from colajax.models.config import DiTConfig, VAEConfig, check_compatible
+from colajax.models.config import cola_configs
 from colajax.models.dit import DiT
 from colajax.models.vae import TextVAE
 from colajax.train import objectives
 from colajax.train.objectives import ObjectiveConfig
+from colajax.train.vae_modes import vae_mode
 
 STAGES = ("vae", "prior")
-
-
-def _as_dict(section: Any) -> dict:
-    return section.to_dict() if hasattr(section, "to_dict") else dict(section)
 
 
 def _unbox(tree):
@@ -97,7 +86,7 @@ class _VAEMixin:
     """Shared VAE plumbing (config, init, encode/decode closures)."""
 
     def _setup_vae(self, config):
-        self.vae_config = VAEConfig.from_dict(_as_dict(config.vae))
+        self.vae_config, self.dit_config = cola_configs(config)
         self.objective = ObjectiveConfig.from_config(config.objective)
         self.vae = TextVAE(self.vae_config)
         self.mask_id = self.vae_config.vocab_size  # the extra embedding row
@@ -123,6 +112,8 @@ class VAEStage(_VAEMixin):
     """Stage 1: L_VAE = recon + beta KL(q || N(0, I)) + lambda_mask BERT."""
 
     name = "vae"
+    init_keys = ("vae",)
+    group_lr: dict = {}
 
     def __init__(self, config):
         self._setup_vae(config)
@@ -147,22 +138,19 @@ class VAEStage(_VAEMixin):
     def param_groups(self, params):
         return {k: jax.tree.map(lambda _, k=k: k, v) for k, v in _unbox(params).items()}
 
-    def vae_update_mask(self, step):
+    def update_enabled(self, step) -> dict:
         del step
-        return True
+        return {}
 
     def flops_report(self, batch_size: int, seq_len: int) -> dict:
         return flops.stage1_flops(
             self.vae_config, batch_size, seq_len, bert=self.objective.lambda_mask > 0
         )
 
-    def flops_per_step(self, batch_size: int, seq_len: int) -> float:
-        return float(self.flops_report(batch_size, seq_len)["total"])
-
-    def init_from_checkpoint(self, params, frozen, restored_vae_params):
+    def init_from_checkpoint(self, params, frozen, restored):
         """Continue Stage 1 from VAE weights (e.g. imported ones)."""
         params = dict(params)
-        params["vae"] = _replace(params["vae"], restored_vae_params, "VAEStage")
+        params["vae"] = _replace(params["vae"], restored["vae"], "VAEStage")
         return params, frozen
 
 
@@ -170,35 +158,34 @@ class PriorStage(_VAEMixin):
     """Stage 2: VAE terms + flow matching + reference KL, by `config.stage2.vae_mode`."""
 
     name = "prior"
+    init_keys = ("vae",)
 
     def __init__(self, config):
         self._setup_vae(config)
-        self.dit_config = DiTConfig.from_dict(_as_dict(config.dit))
-        check_compatible(self.vae_config, self.dit_config)
         self.dit = DiT(self.dit_config)
         s2 = config.stage2
         self.mode = s2.vae_mode
-        if self.mode not in objectives.VAE_MODES:
-            raise ValueError(f"stage2.vae_mode={self.mode!r} is not one of {objectives.VAE_MODES}.")
+        self.vae_mode = vae_mode(self.mode)
+        self.group_lr = {"vae": float(s2.vae_lr_ratio)}
         self.joint_steps = int(s2.interval_joint_steps)
         self.frozen_steps = int(s2.interval_frozen_steps)
-        if self.mode == "interval" and (self.joint_steps < 1 or self.frozen_steps < 0):
+        if self.vae_mode.periodic and (self.joint_steps < 1 or self.frozen_steps < 0):
             raise ValueError(
                 "stage2.interval_joint_steps must be >= 1 and interval_frozen_steps >= 0 "
                 f"(got {self.joint_steps} / {self.frozen_steps})."
             )
-        self.use_ref = self.mode in ("joint", "interval") and self.objective.lambda_ref > 0
+        self.use_ref = self.vae_mode.reference and self.objective.lambda_ref > 0
 
     @property
     def vae_trainable(self) -> bool:
-        return self.mode != "frozen"
+        return self.vae_mode.trains_vae
 
     def init(self, rng):
         r_vae, r_dit = jax.random.split(rng)
         vae = self._init_vae(r_vae)
         bs, c = self.dit_config.block_size, self.dit_config.txt_in_channels
         dit = self.dit.init(r_dit, jnp.zeros((1, bs, c)), jnp.zeros((1, bs)))["params"]
-        if self.mode == "frozen":
+        if not self.vae_mode.trains_vae:
             return {"dit": dit}, {"vae": vae}
         frozen = {"vae_ref": encoder_params(vae)} if self.use_ref else {}
         return {"vae": vae, "dit": dit}, frozen
@@ -210,9 +197,9 @@ class PriorStage(_VAEMixin):
         return dit
 
     def loss(self, params, frozen, batch, rng, step):
-        del step  # interval phases are applied by the trainer via vae_update_mask
+        del step  # interval phases switch the VAE group off via update_enabled
         params, frozen = _unbox(params), _unbox(frozen)
-        vae_params = frozen["vae"] if self.mode == "frozen" else params["vae"]
+        vae_params = params["vae"] if self.vae_mode.trains_vae else frozen["vae"]
         ref = self._encode(frozen["vae_ref"]) if self.use_ref else None
         tokens, layout = _read_batch(batch, self.dit_config.block_size)
         return objectives.stage2_loss(
@@ -233,13 +220,12 @@ class PriorStage(_VAEMixin):
     def param_groups(self, params):
         return {k: jax.tree.map(lambda _, k=k: k, v) for k, v in _unbox(params).items()}
 
-    def vae_update_mask(self, step):
-        """True when VAE parameters may be updated at `step` (int or traced int)."""
-        if self.mode == "frozen":
-            return False
-        if self.mode != "interval":
-            return True
-        return (step % (self.joint_steps + self.frozen_steps)) < self.joint_steps
+    def update_enabled(self, step) -> dict:
+        """{'vae': whether VAE parameters may be updated at `step`} in interval mode (traced
+        bool); {} otherwise (frozen mode has no trained VAE parameters at all)."""
+        if not self.vae_mode.periodic:
+            return {}
+        return {"vae": (step % (self.joint_steps + self.frozen_steps)) < self.joint_steps}
 
     def flops_report(self, batch_size: int, seq_len: int) -> dict:
         return flops.stage2_flops(
@@ -252,18 +238,16 @@ class PriorStage(_VAEMixin):
             ref=self.use_ref,
         )
 
-    def flops_per_step(self, batch_size: int, seq_len: int) -> float:
-        return float(self.flops_report(batch_size, seq_len)["total"])
-
-    def init_from_checkpoint(self, params, frozen, restored_vae_params):
+    def init_from_checkpoint(self, params, frozen, restored):
         """Load Stage-1 VAE weights (and, for joint/interval, the frozen reference encoder)."""
-        if self.mode == "scratch":
+        restored_vae_params = restored["vae"]
+        if not self.vae_mode.from_stage1:
             raise ValueError(
                 "stage2.vae_mode='scratch' trains the VAE from random init; do not initialise it "
                 "from a Stage-1 checkpoint (clear stage2.init_from, or pick another vae_mode)."
             )
         params, frozen = dict(params), dict(frozen)
-        if self.mode == "frozen":
+        if not self.vae_mode.trains_vae:
             frozen["vae"] = _replace(frozen["vae"], restored_vae_params, "PriorStage(frozen)")
             return params, frozen
         params["vae"] = _replace(params["vae"], restored_vae_params, "PriorStage")
@@ -274,15 +258,13 @@ class PriorStage(_VAEMixin):
 
 
 def make_stage(config, name: str | None = None):
-    """The Stage object for `name` ('vae' | 'prior'; default `config.stage`)."""
+    """The Stage object for `name` ('vae' | 'prior'; default: `config.stage`)."""
     name = name or config.stage
-    if name == "both":
-        raise ValueError(
-            "config.stage='both' runs two stages; call make_stage(config, 'vae') and then "
-            "make_stage(config, 'prior')."
-        )
     if name == "vae":
         return VAEStage(config)
     if name == "prior":
         return PriorStage(config)
-    raise ValueError(f"unknown stage {name!r}; use one of {STAGES} (or 'both' in config.stage).")
+    raise ValueError(
+        f"unknown Cola stage {name!r}: make_stage builds one of {STAGES} (config.stage 'all' "
+        "runs both; build them one by one)."
+    )

@@ -65,9 +65,8 @@ def make_train_step(stage, optimizer, seed: int, grad_accum: int = 1) -> Callabl
             )
             scale = 1.0 / grad_accum
             grads, loss, metrics = jax.tree.map(lambda x: x * scale, (grads, loss, metrics))
-        vae_on = stage.vae_update_mask(step)
         params, opt_state, stats = optimizer.update(
-            grads, state.opt_state, state.params, step, vae_enabled=vae_on
+            grads, state.opt_state, state.params, step, enabled=stage.update_enabled(step)
         )
         out = {**metrics, **stats, "loss": loss}  # the differentiated loss is authoritative
         out = {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}

@@ -1,11 +1,16 @@
-"""The training loop for `stage = vae | prior | both`, resumable and preemption-safe.
+"""The training loop of every model family, resumable and preemption-safe.
 
-Layout of a workdir: `checkpoints/` (orbax steps: params, opt_state, data_iter, meta),
-`metrics.jsonl`, `tb/` (TensorBoard). With `stage='both'`, Stage 1 runs in `<workdir>/vae` and
-Stage 2 in `<workdir>/prior`, initialised from the newest Stage-1 checkpoint. Rerunning the same
+The config's family (`config.model`) plans the stages (`Family.plan`): Cola trains Stage 1 in
+`<workdir>/vae` and Stage 2 in `<workdir>/prior` (from the newest Stage-1 checkpoint); AR and
+LLaDA train one stage in `<workdir>`. A stage's workdir holds `checkpoints/` (orbax steps:
+params, opt_state, data_iter, meta), `metrics.jsonl` and `tb/` (TensorBoard). Rerunning the same
 command resumes each stage from its newest readable checkpoint (a finished stage is skipped).
+
+Every logged step and every checkpoint carries the budget counters: tokens seen, EFLOPs on the
+paper's axis 6 N D (main stage only) and the full analytic count.
 """
 
+import dataclasses
 import math
 import os
 import signal
@@ -18,7 +23,8 @@ import numpy as np
 
 from colajax import checkpoint as ckpt_lib
 from colajax import config as config_lib
-from colajax import hardware
+from colajax import families, hardware
+from colajax import restore as restore_lib
 from colajax.train import data as data_lib
 from colajax.train import metrics as metrics_lib
 from colajax.train.setup import StageSetup, setup_stage
@@ -30,26 +36,17 @@ def log(msg: str) -> None:
         print(msg, flush=True)
 
 
-def stage_plan(config, workdir: str) -> list[tuple[str, str, str]]:
-    """[(stage name, stage workdir, Stage-1 checkpoint to start from or '')]."""
-    init_from = config.stage2.init_from
-    if config.stage2.vae_mode == "scratch":
-        init_from = ""
-    if config.stage == "both":
-        vae_dir, prior_dir = os.path.join(workdir, "vae"), os.path.join(workdir, "prior")
-        if config.stage2.vae_mode != "scratch":
-            init_from = init_from or vae_dir
-        return [("vae", vae_dir, ""), ("prior", prior_dir, init_from)]
-    if config.stage == "prior":
-        return [("prior", workdir, init_from)]
-    return [("vae", workdir, "")]
-
-
 def train(config, workdir: str, **kwargs) -> dict[str, Any]:
-    """Run every stage of `config` into `workdir`; returns the last stage's summary."""
+    """Run every planned stage of `config` into `workdir`; returns the last stage's summary."""
     result: dict[str, Any] = {"status": "done"}
-    for name, stage_dir, init_from in stage_plan(config, workdir):
-        result = train_stage(config, name, stage_dir, init_from=init_from, **kwargs)
+    family = families.of_config(config)
+    plans = family.plan(config, workdir)
+    if jax.process_index() == 0:
+        restore_lib.write_run_file(
+            workdir, family.name, [(p.name, p.workdir, p.main) for p in plans]
+        )
+    for plan in plans:
+        result = train_stage(config, plan.name, plan.workdir, init_from=plan.init_from, **kwargs)
         if result["status"] != "done":
             break
     return result
@@ -80,17 +77,46 @@ def _merge(state: TrainState) -> dict:
     return {**state.params, **state.frozen}
 
 
-def _meta(setup: StageSetup, step: int) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Budget counters of a stage at a step: tokens seen and EFLOPs (paper axis, full count)."""
+
+    tokens_per_step: int
+    flops_per_step: float  # full analytic count of one optimizer step
+    paper_n: float | None  # N of 6 N D (None: not the main stage, no paper axis)
+
+    def at(self, step: int) -> dict[str, float]:
+        tokens = float(step) * self.tokens_per_step
+        out = {"tokens": tokens, "eflops_full": step * self.flops_per_step / 1e18}
+        if self.paper_n is not None:
+            out["eflops_paper"] = 6.0 * self.paper_n * tokens / 1e18
+        return out
+
+
+def _budget(setup: StageSetup) -> Budget:
+    tr, family = setup.config.train, setup.family
+    main = setup.name == family.main_stage
+    paper_n = family.paper_n(setup.config) if main else None
+    return Budget(tr.batch_size * tr.seq_len, setup.flops_per_step(), paper_n)
+
+
+def _meta(setup: StageSetup, step: int, budget: Budget) -> dict:
+    family = setup.family
+    stored = set(setup.abstract.params) | set(setup.abstract.frozen)
+    models = family.models(setup.config)
     return {
+        "family": family.name,
+        "models": {k: dataclasses.asdict(m) for k, m in models.items() if k in stored},
         "step": int(step),
         "stage": setup.name,
         "config": config_lib.to_dict(setup.config),
-        "vae": setup.config.vae.to_dict(),
-        "dit": setup.config.dit.to_dict() if setup.name == "prior" else None,
+        **budget.at(step),
     }
 
 
 def _restore_or_init(setup: StageSetup, ckpt, init_from: str):
+    """Resume from the newest readable checkpoint, else start from `init_from` (the params of
+    `stage.init_keys`), else from random init."""
     abs_ = setup.abstract
     restored = ckpt.restore_latest({**abs_.params, **abs_.frozen}, abs_.opt_state, log=log)
     if restored is not None:
@@ -100,18 +126,19 @@ def _restore_or_init(setup: StageSetup, ckpt, init_from: str):
         state = TrainState(step=step, params=params, frozen=frozen, opt_state=restored["opt_state"])
         log(f"[{setup.name}] resumed from step {restored['step']} ({ckpt.directory})")
         return state, restored["data_iter"]
-    if setup.name == "prior" and init_from:
-        want = {"vae": (abs_.params.get("vae") or abs_.frozen.get("vae"))}
-        vae, _, step = ckpt_lib.restore_subtree(init_from, want)
-        log(f"[prior] initialising the VAE from {init_from} (step {step})")
-        return setup.init_state(vae_params=vae["vae"]), None
-    if setup.name == "prior" and setup.config.stage2.vae_mode != "scratch":
-        log("[prior] WARNING: config.stage2.init_from is empty: the VAE starts from random init")
+    keys = tuple(getattr(setup.stage, "init_keys", ()))
+    if init_from and keys:
+        want = {k: abs_.params.get(k) or abs_.frozen.get(k) for k in keys}
+        hint = "point the stage's init checkpoint (Cola: config.stage2.init_from) at a run."
+        restored, _, step = ckpt_lib.restore_subtree(init_from, want, hint=hint)
+        log(f"[{setup.name}] initialising {', '.join(keys)} from {init_from} (step {step})")
+        return setup.init_state(restored=restored), None
     return setup.init_state(), None
 
 
 def _peak_flops(config) -> float | None:
-    dtype = "bfloat16" if "bfloat16" in (config.vae.dtype, config.dit.dtype) else "float32"
+    family = families.of_config(config)
+    dtype = family.compute_dtype(family.models(config))
     return hardware.peak_flops(dtype, config.metrics.peak_flops)
 
 
@@ -136,7 +163,7 @@ def train_stage(
     make_optimizer=None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Train one stage to `config.train.{vae,prior}_steps`, resuming if checkpoints exist.
+    """Train one stage to its planned steps, resuming if checkpoints exist.
 
     `stop_after` (tests) returns after that step without a final save, as a kill would.
     Returns {'status': 'done' | 'preempted' | 'stopped', 'step', 'metrics', 'eval'}.
@@ -181,6 +208,7 @@ def train_stage(
 
 def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, stop_after):
     tr, name, total = setup.config.train, setup.name, setup.total_steps
+    budget = _budget(setup)
     step = int(jax.device_get(state.step))
     pending: tuple[int, Any] | None = None  # (step, device metrics) fetched one step late
     last: dict[str, float] = {}
@@ -200,6 +228,7 @@ def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, stop_after
         last = host
         if at % tr.log_every == 0 or at == total:
             host.update(tput.read())
+            host.update(budget.at(at))
             writer.write(at, host)
             eta = host.get("step_time", 0.0) * (total - at) if "step_time" in host else None
             log(f"[{name}] " + metrics_lib.format_line(at, total, host, eta))
@@ -207,7 +236,8 @@ def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, stop_after
     def save(at):
         nonlocal saved_at
         drain()  # never checkpoint a state whose loss has not been checked
-        ckpt.save(at, _merge(state), state.opt_state, train_iter.get_state(), _meta(setup, at))
+        meta = _meta(setup, at, budget)
+        ckpt.save(at, _merge(state), state.opt_state, train_iter.get_state(), meta)
         saved_at = at
 
     with _Preemption() as preempt:
