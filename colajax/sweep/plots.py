@@ -48,8 +48,17 @@ def paper_rows(path: str = PAPER_CSV) -> list[dict]:
 
 def _figure(n_panels: int, ncols: int, size=(4.2, 3.2)):
     nrows = math.ceil(n_panels / ncols)
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows))
     FigureCanvasAgg(fig)
+    # fixed margins: a layout engine measures every tick label (seconds per figure)
+    fig.subplots_adjust(
+        left=0.35 / ncols,
+        right=1 - 0.05 / ncols,
+        bottom=0.45 / nrows,
+        top=1 - 0.35 / nrows,
+        wspace=0.35,
+        hspace=0.55,
+    )
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
     for ax in axes[n_panels:]:
         ax.set_visible(False)
@@ -85,7 +94,7 @@ def _draw(ax, rows, task, paper, title=True):
         color = FAMILY_COLORS.get(family, "tab:gray")
         ax.plot(xs, ys, ls="--", lw=1, alpha=0.6, color=color, label=f"paper {family}")
     ax.set_xscale("log")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, which="major", alpha=0.3)
     if title:
         ax.set_title(task)
     ax.set_xlabel("EFLOPs (6 N D)")
@@ -149,7 +158,7 @@ def _law_panel(ax, budgets, key, law, label):
     ax.set_yscale("log")
     ax.set_title(label)
     ax.set_xlabel("compute C (FLOPs)")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, which="major", alpha=0.3)
 
 
 def plot_isoflop(fits: dict, out_dir: str, loss_key: str = "eval/loss") -> list[str]:
@@ -175,7 +184,7 @@ def plot_isoflop(fits: dict, out_dir: str, loss_key: str = "eval/loss") -> list[
         ax.set_ylabel(f"held-out {loss_key}")
         ax.set_title(f"{family}: IsoFLOP curves")
         ax.legend(fontsize=7)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, which="major", alpha=0.3)
         _law_panel(ax_n, budgets, "n_opt", fit.get("n_opt_law"), "N_opt")
         _law_panel(ax_d, budgets, "d_opt", fit.get("d_opt_law"), "D_opt")
         paths.append(_save(fig, os.path.join(out_dir, f"isoflop_{family}.png")))

@@ -12,12 +12,13 @@ Reads (layout of PLAN.md; every piece may be missing):
   steps replace the old ones); `eval/<term>` are held-out losses, `train/tokens`,
   `train/eflops_paper`, `train/eflops_full` the budget counters.
 
-One CSV row per (run, step) for every evaluated step, every budget step reached, and an IsoFLOP
-run's final step: family, size, run, kind, n_params, budget_eflops (the nominal budget of that
-step, if known), step, tokens, eflops_paper, eflops_full (logged at that step, else the run's
-constant per-step rate x step, else from the manifest's tokens_per_step and N), each task's
-accuracy, average (the summary's, else the mean of the tasks present), loss_step (the step of
-the held-out losses: that step, else the nearest earlier eval) and the `eval/*` losses.
+One CSV row per (run, step) for every evaluated step, every budget step reached, an IsoFLOP
+run's final step, and (for a run without a spec) its newest held-out losses. Columns: family,
+size, run, kind, n_params, budget_eflops (the nominal budget of that step, if known), step,
+tokens, eflops_paper, eflops_full (logged at that step, else the run's constant per-step rate
+x step, else from the manifest's tokens_per_step and N), each task's accuracy, average (the
+summary's, else the mean of the tasks present), loss_step (the step of the held-out losses:
+that step, else the nearest earlier eval) and the `eval/*` losses.
 Empty cells are unknown.
 """
 
@@ -175,6 +176,8 @@ def run_rows(run_dir: str, info: dict) -> list[dict]:
     n_params = _n_params(info, metrics)
     last = max(metrics, default=-1)
     steps = set(evals) | {s for s in budget_of if s <= last}
+    if not budget_of:  # no spec: the newest held-out losses stand for the run
+        steps |= set(sorted(s for s, r in metrics.items() if any(k[:5] == "eval/" for k in r))[-1:])
     rows = []
     for step in sorted(steps):
         loss_step, losses = _losses(step, metrics)
@@ -247,7 +250,7 @@ def _cell(value) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.10g}"
     return str(value)
 
 
