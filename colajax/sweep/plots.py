@@ -46,23 +46,38 @@ def paper_rows(path: str = PAPER_CSV) -> list[dict]:
     return rows
 
 
-def _figure(n_panels: int, ncols: int, size=(4.2, 3.2)):
+def _figure(n_panels: int, ncols: int, size=(4.2, 3.2), top_in: float = 0.9):
+    """A figure of n panels with fixed margins in inches (`top_in`: room for legend/title);
+    a layout engine would measure every tick label (seconds per figure)."""
     nrows = math.ceil(n_panels / ncols)
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows))
+    width, height = size[0] * ncols, size[1] * nrows + top_in
+    fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
-    # fixed margins: a layout engine measures every tick label (seconds per figure)
     fig.subplots_adjust(
-        left=0.35 / ncols,
-        right=1 - 0.05 / ncols,
-        bottom=0.45 / nrows,
-        top=1 - 0.35 / nrows,
+        left=0.75 / width,
+        right=1 - 0.2 / width,
+        bottom=0.6 / height,
+        top=1 - top_in / height,
         wspace=0.35,
-        hspace=0.55,
+        hspace=0.6,
     )
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
     for ax in axes[n_panels:]:
         ax.set_visible(False)
     return fig, axes[:n_panels]
+
+
+def _legend(fig, axes) -> None:
+    """One legend for the figure (every line label once), above the panels."""
+    seen = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    if seen:
+        fig.legend(
+            list(seen.values()), list(seen), loc="upper center", ncol=min(6, len(seen)),
+            fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1 - 0.05 / fig.get_figheight()),
+        )  # fmt: skip
 
 
 def _series(rows: list[dict], task: str) -> dict[tuple[str, str], list[tuple[float, float]]]:
@@ -127,20 +142,20 @@ def plot_accuracy(rows: list[dict], tasks: list[str], out_dir: str, paper: str =
     fig, axes = _figure(len(tasks), min(3, len(tasks)))
     for ax, task in zip(axes, tasks, strict=True):
         _draw(ax, rows, task, ref)
-    axes[0].legend(fontsize=7)
+    _legend(fig, axes)
     paths = [_save(fig, os.path.join(out_dir, "accuracy_tasks.png"))]
     if "average" in tasks:
         fig, axes = _figure(1, 1, size=(6, 4))
         _draw(axes[0], rows, "average", ref, title=False)
-        axes[0].set_title("task average")
-        axes[0].legend(fontsize=8)
+        axes[0].set_title("task average", fontsize=10)
+        _legend(fig, axes)
         paths.append(_save(fig, os.path.join(out_dir, "accuracy_average.png")))
     if digitized and not overlay:
         fig, axes = _figure(len(PAPER_TASKS), 3)
         for ax, task in zip(axes, PAPER_TASKS, strict=True):
             _draw(ax, [], task, digitized)
-        axes[0].legend(fontsize=7)
-        fig.suptitle("paper Fig. 10 (digitized), 2B models")
+        _legend(fig, axes)
+        fig.text(0.01, 0.99, "paper Fig. 10 (digitized), 2B models", va="top", fontsize=9)
         paths.append(_save(fig, os.path.join(out_dir, "accuracy_paper_rq4.png")))
     return paths
 
@@ -169,7 +184,7 @@ def plot_isoflop(fits: dict, out_dir: str, loss_key: str = "eval/loss") -> list[
         budgets = fit["budgets"]
         if not budgets:
             continue
-        fig, (ax, ax_n, ax_d) = _figure(3, 3, size=(4.5, 3.6))
+        fig, (ax, ax_n, ax_d) = _figure(3, 3, size=(4.5, 3.6), top_in=0.4)
         colors = [_budget_color(i, len(budgets)) for i in range(len(budgets))]
         for b, color in zip(budgets, colors, strict=True):
             ns, losses = b["n_params"], b["losses"]
