@@ -6,7 +6,7 @@ import ml_collections
 import pytest
 
 from colajax.models.config import DiTConfig
-from colajax.sweep import budgets, ladder, spec
+from colajax.sweep import budgets, ladder, plan, spec
 from colajax.sweep.spec import RunSpec
 
 
@@ -172,3 +172,27 @@ def test_isoflop_grid_trains_each_run_to_its_budget():
         assert over["optim.warmup_steps"] == str(max(1, round(0.1 * r.steps)))
     assert len({r.name for r in runs}) == len(runs) == 6
     assert runs[0].name.startswith("cola-d32L1-")
+
+
+def test_plan_table_of_the_paper_protocol():
+    runs = [
+        RunSpec(f, f, "2b", budget_steps=tuple(range(10_000, 250_001, 10_000)))
+        for f in spec.FAMILIES
+    ]
+    rows = [
+        plan.run_plan(r, batch_size=1408, seq_len=512, n_params=1.8e9, full_flops_per_step=2e16)
+        for r in runs
+    ]
+    assert rows[0]["steps"] == 250_000 and rows[0]["tokens"] == 180_224_000_000
+    assert rows[0]["eflops_paper"] == pytest.approx(1946.4192)
+    assert rows[0]["eflops_full"] == pytest.approx(5000.0)
+    text = plan.format_plan(rows)
+    cola = text.split("budget checkpoints of cola")[1].split("budget checkpoints of")[0]
+    lines = [line.split() for line in cola.strip().splitlines()[3:]]
+    assert [int(x[1]) for x in lines] == list(range(10_000, 250_001, 10_000))
+    assert [x[3] for x in lines][:3] == ["77.86", "155.7", "233.6"] and lines[-1][3] == "1946"
+    with pytest.raises(ValueError, match="after its last training step"):
+        plan.run_plan(runs[0], batch_size=1408, seq_len=512, n_params=1.8e9, train_steps=1000)
+    iso = RunSpec("i", "ar", "s", budgets=(1e-6,), kind="isoflop", n_params=1e5, steps=33)
+    row = plan.run_plan(iso, batch_size=8, seq_len=64, n_params=1.8e9)
+    assert row["schedule"].steps == (33,) and row["n_params"] == 1e5
