@@ -31,7 +31,7 @@ import os
 from colajax.eval import tasks as tasks_lib
 from colajax.sweep import budgets as budgets_lib
 from colajax.sweep import isoflop
-from colajax.sweep.spec import MANIFEST, RESERVED_NAMES, Sweep, read_manifest
+from colajax.sweep.spec import RESERVED_NAMES, Sweep, read_manifest
 
 BASE_COLUMNS = (
     "family", "size", "run", "kind", "n_params", "budget_eflops", "step", "tokens",
@@ -319,6 +319,3 @@ def write_report(
         "rows": len(rows),
         "notes": notes,
     }
-
-
-__all__ = ["MANIFEST", "gather", "run_rows", "write_csv", "write_report", "isoflop_points"]
