@@ -7,7 +7,9 @@ setuptools.setup(
     version="0.1.0",
     description="Cola DLM (Text VAE + block-causal DiT) training, sampling and evaluation in JAX",
     packages=setuptools.find_packages(include=["colajax", "colajax.*"]),
-    package_data={"colajax": ["data/corpus/*", "eval/*.json"]},
+    package_data={
+        "colajax": ["data/corpus/*", "data/corpus/tasks/*.jsonl", "eval/*.json", "sweep/*.csv"]
+    },
     python_requires=">=3.11",
     # Ranges that cover the CPU pin (jax 0.10.2) and the GPU/TPU machines (jax 0.11.x).
     install_requires=[
@@ -23,6 +25,7 @@ setuptools.setup(
         "numpy>=2.0",
         "tensorboardX>=2.6",
         "tqdm>=4.66",
+        "matplotlib>=3.8",
     ],
     extras_require={
         "tpu": ["jax[tpu]>=0.10.2,<0.12"],

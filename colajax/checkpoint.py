@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -186,23 +187,50 @@ def restore_params(directory: str, abstract_params: Any = None, step: int | None
 QUARANTINE_SUFFIX = ".unreadable"
 
 
+def retention_policy(keep: int | None, keep_period: int = 0, protect: Iterable[int] = ()):
+    """Orbax preservation policy: the newest `keep` steps (None: all), every multiple of
+    `keep_period` (0: none) and every step in `protect`; a step is kept if any of them keeps it."""
+    if keep is not None and keep < 1:
+        raise ValueError(f"keep must be >= 1 (or None for all), got {keep}; set config.train.keep.")
+    if keep_period < 0:
+        raise ValueError(f"keep_period must be >= 0, got {keep_period}.")
+    policies = [ocp.checkpoint_managers.LatestN(n=keep)]
+    if keep_period:
+        policies.append(ocp.checkpoint_managers.EveryNSteps(keep_period))
+    protect = sorted(int(s) for s in protect)
+    if protect:
+        policies.append(ocp.checkpoint_managers.CustomSteps(protect))
+    return ocp.checkpoint_managers.AnyPreservationPolicy(policies)
+
+
 class TrainCheckpointer:
     """Orbax manager for a training run's checkpoint root (`<workdir>/checkpoints`).
 
-    Keeps the newest `keep` steps plus every step that is a multiple of `keep_period` (> 0).
+    Keeps the newest `keep` steps plus every step that is a multiple of `keep_period` (> 0),
+    plus every step in `protect` (the budget checkpoints of a sweep,
+    `colajax.sweep.budgets.BudgetSchedule.steps`): those are never deleted by the keep policy,
+    also when an existing root is reopened (pass the same steps again).
     `restore_latest` resumes from the newest step that restores; newer steps that fail (a
     truncated or corrupt save) are moved, never deleted, to `<root>.unreadable/<step>` with a
     warning so that later saves do not collide with them. If no step restores, it raises and
     touches nothing.
     """
 
-    def __init__(self, directory: str, *, keep: int = 3, keep_period: int = 0, async_save=True):
+    def __init__(
+        self,
+        directory: str,
+        *,
+        keep: int = 3,
+        keep_period: int = 0,
+        protect: Iterable[int] = (),
+        async_save=True,
+    ):
         self.directory = as_path(directory)
+        self.protected_steps = frozenset(int(s) for s in protect)
         self._mngr = _manager(
             self.directory,
             TRAIN_ITEMS,
-            max_to_keep=keep,
-            keep_period=keep_period or None,
+            preservation_policy=retention_policy(keep, keep_period, self.protected_steps),
             enable_async_checkpointing=async_save,
         )
 

@@ -18,6 +18,7 @@ COMMANDS = {
     ),
     "bench": ("colajax.cli.bench", "benchmarks printing JSON (train, generate, matmul)"),
     "tokenizer": ("colajax.cli.tokenizer", "train a SentencePiece tokenizer"),
+    "data": ("colajax.cli.data", "data preparation: `data eval-sets` builds the task JSONL files"),
     "demo": ("colajax.cli.demo", "the main job: train the tiny model on the bundled corpus"),
 }
 

@@ -69,6 +69,20 @@ def test_keep_last_n_plus_every_kth(tmp_path):
     assert ck.TrainCheckpointer(root2).all_steps() == [3, 4, 5]
 
 
+def test_protected_budget_steps_survive_keep_policy(tmp_path):
+    root = str(tmp_path / "ckpt")
+    _save_steps(root, range(1, 13), keep=1, protect=[3, 7])
+    assert ck.TrainCheckpointer(root, keep=1, protect=[3, 7]).all_steps() == [3, 7, 12]
+    # reopened with the same budget steps: more saves still never delete them
+    _save_steps(root, [13, 14], keep=1, keep_period=5, protect=[3, 7])
+    assert ck.TrainCheckpointer(root).all_steps() == [3, 7, 14]
+    # reopened without protection: the keep policy applies to the old budget steps again
+    _save_steps(root, [15], keep=1)
+    assert ck.TrainCheckpointer(root).all_steps() == [15]
+    with pytest.raises(ValueError, match="keep must be >= 1"):
+        ck.TrainCheckpointer(root, keep=0)
+
+
 def _truncate_arrays(step_dir):
     n = 0
     for dirpath, _, files in os.walk(os.path.join(step_dir, "params")):

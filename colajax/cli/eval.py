@@ -26,8 +26,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint", required=True, help="run directory or checkpoint root (any family)"
     )
-    p.add_argument("--tasks", required=True, help=f"comma-separated, from {','.join(tasks.TASKS)}")
-    p.add_argument("--data", required=True, help="directory of <task>.jsonl, or 'tfds'")
+    p.add_argument(
+        "--tasks", required=True, help=f"comma-separated, from {','.join(tasks.ALL_TASKS)}"
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="directory of <task>.jsonl, 'tfds', or 'bundled' (default: the bundled KJV tasks "
+        f"{','.join(tasks.BUNDLED_TASKS)}; a directory without them falls back to them too)",
+    )
     p.add_argument(
         "--task-data",
         action="append",

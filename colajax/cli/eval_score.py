@@ -39,10 +39,8 @@ def read_generations(path: str) -> list[dict]:
 
 def score_file(task: str, path: str, out_dir: str | None = None) -> dict:
     """Score a generations file; returns `{"task", "rows", "accuracy"}` (accuracy in %)."""
-    if task not in scoring.SCORED_TASKS:
-        raise ValueError(
-            f"unknown task {task!r}; expected one of {', '.join(scoring.SCORED_TASKS)}"
-        )
+    if task not in scoring.ALL_TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(scoring.ALL_TASKS)}")
     scored = []
     for line_no, row in read_generations(path):
         try:
@@ -64,7 +62,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="colajax eval score", description="Score benchmark generations (official rules)."
     )
-    parser.add_argument("--task", required=True, help=", ".join(scoring.SCORED_TASKS))
+    parser.add_argument("--task", required=True, help=", ".join(scoring.ALL_TASKS))
     parser.add_argument("--generations", required=True, help="JSONL file of generations")
     parser.add_argument("--out", default=None, help="directory for <task>_scored.jsonl")
     args = parser.parse_args(argv)

@@ -1,6 +1,7 @@
 """The runner of `colajax eval`: the paper's 8-task generative benchmark from a checkpoint.
 
     colajax eval --checkpoint DIR --tasks lambada,squad --data DIR --out DIR [--limit N]
+    colajax eval --checkpoint DIR --tasks kjv_lastword,kjv_nextverse --out DIR   (bundled)
     colajax eval score --task T --generations F.jsonl [--out DIR]    (re-score, no model)
     colajax eval diagnostics --checkpoint DIR --text GLOB            (VAE / prior diagnostics)
 
@@ -104,8 +105,8 @@ def write_summary(out_dir: str, counts: dict[str, int], accs: dict[str, float]) 
     return summ
 
 
-def task_sources(names: list[str], data: str, overrides: list[str]) -> dict[str, str]:
-    """Data spec per task: --data, or a `--task-data TASK=SPEC` override."""
+def task_sources(names: list[str], data: str | None, overrides: list[str]) -> dict[str, str | None]:
+    """Data spec per task: --data (None: the bundled tasks), or a `--task-data TASK=SPEC`."""
     for name in names:
         tasks.get_task(name)
     sources = dict.fromkeys(names, data)
@@ -117,8 +118,8 @@ def task_sources(names: list[str], data: str, overrides: list[str]) -> dict[str,
     return sources
 
 
-def _check_outputs(out_dir: str, names: list[str], sources: dict[str, str]) -> None:
-    inputs = [os.path.join(s, f"{t}.jsonl") if os.path.isdir(s) else s for t, s in sources.items()]
+def _check_outputs(out_dir: str, names: list[str], sources: dict[str, str | None]) -> None:
+    inputs = [tasks.resolve_source(t, s) for t, s in sources.items()]
     outputs = [f"{t}_generations.jsonl" for t in names] + ["summary.csv", "summary.md"]
     for out in (os.path.join(out_dir, o) for o in outputs):
         for path in inputs:

@@ -8,6 +8,8 @@ A clean reimplementation of the official rules (spec §8.3); it reproduces every
   that were already cut to their first line score the same.
 * `normalize(s)`: lower-case, strip, delete everything that is neither `\\w` nor whitespace,
   collapse whitespace (which also strips). All matching is exact equality of normalised text.
+* The bundled KJV tasks reuse these rules: kjv_lastword as lambada, kjv_nextverse as the
+  letter tasks (an option letter or the option's text).
 * lambada: first word of the normalised generation == first word of the normalised answer.
 * hellaswag, story_cloze, squad: normalised generation == normalised answer.
 * mmlu, obqa, race, siqa: a predicted option letter (answer segment, bare / keyword / bracketed
@@ -19,10 +21,12 @@ A clean reimplementation of the official rules (spec §8.3); it reproduces every
 import difflib
 import re
 
-LETTER_TASKS = ("mmlu", "obqa", "race", "siqa")
+LETTER_TASKS = ("mmlu", "obqa", "race", "siqa", "kjv_nextverse")
 EXACT_TASKS = ("hellaswag", "story_cloze", "squad")
-FIRST_WORD_TASKS = ("lambada",)
+FIRST_WORD_TASKS = ("lambada", "kjv_lastword")
 SCORED_TASKS = ("lambada", "mmlu", "obqa", "hellaswag", "race", "siqa", "squad", "story_cloze")
+BUNDLED_TASKS = ("kjv_lastword", "kjv_nextverse")  # offline KJV tasks (colajax.eval.tasks)
+ALL_TASKS = SCORED_TASKS + BUNDLED_TASKS
 FUZZY_MIN_RATIO = 0.9  # option-text fallback: difflib ratio needed to accept the best option
 SHORT_TEXT_CHARS = 40  # bracketed letters anywhere count only in texts up to this length
 
@@ -149,8 +153,8 @@ def gold_letter(ground_truth: str, choices: list[str]) -> str:
 
 
 def _check_task(task: str) -> None:
-    if task not in SCORED_TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(SCORED_TASKS)}")
+    if task not in ALL_TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(ALL_TASKS)}")
 
 
 def score_row(task: str, generation: str, ground_truth: str, choices=None) -> dict:

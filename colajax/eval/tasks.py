@@ -18,6 +18,18 @@ choices and answer of every scored row can be rebuilt):
 (* needs a manual download. "rows": how many the official run scored; which split and which
 rows it used is not published.)
 
+Bundled offline tasks (`BUNDLED_TASKS`, built from the held-out KJV chapters by
+`colajax/data/corpus/build_kjv_tasks.py`; no download, for CPU sweeps):
+
+| task          | what                                               | rows | scored like       |
+|---------------|----------------------------------------------------|------|-------------------|
+| kjv_lastword  | LAMBADA-style: predict the word ending a clause    | 310  | lambada           |
+| kjv_nextverse | which of 2 verses follows the given one (2-shot)   | 240  | mmlu (letter/text) |
+
+They load from `colajax/data/corpus/tasks/` when `data` is None, '' or 'bundled', or when a
+data directory has no `<task>.jsonl` of its own. The 8 benchmark tasks are never bundled
+(`colajax data eval-sets` builds their JSONL files from copies already on disk).
+
 JSONL schema (one object per line; blank lines are skipped), `<data_dir>/<task>.jsonl`:
 
 * `id` (int or str, optional): sample id; default the 0-based record number.
@@ -72,10 +84,45 @@ TASKS = {
 }
 
 
+BUNDLED_TASKS = {
+    spec.name: spec
+    for spec in (
+        TaskSpec("kjv_lastword", "free", None, 0, "KJV last word (bundled)", None, None),
+        TaskSpec("kjv_nextverse", "choice", 2, 2, "KJV next verse (bundled)", None, None),
+    )
+}
+ALL_TASKS = TASKS | BUNDLED_TASKS
+BUNDLED_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "corpus", "tasks"
+)
+BUNDLED = "bundled"
+
+
 def get_task(task: str) -> TaskSpec:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    return TASKS[task]
+    if task not in ALL_TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(ALL_TASKS)}")
+    return ALL_TASKS[task]
+
+
+def resolve_source(task: str, data: str | None) -> str:
+    """The JSONL file (or tfds spec) `load_task` reads for `task` given `data`."""
+    get_task(task)
+    if data is None or data in ("", BUNDLED):
+        if task not in BUNDLED_TASKS:
+            raise ValueError(
+                f"task {task!r} is not bundled; give --data DIR holding {task}.jsonl (build it "
+                "with `colajax data eval-sets`) or --data tfds. Bundled tasks: "
+                + ", ".join(BUNDLED_TASKS)
+            )
+        return os.path.join(BUNDLED_DIR, f"{task}.jsonl")
+    if data == "tfds" or data.startswith("tfds:"):
+        return data
+    if os.path.isdir(data):
+        path = os.path.join(data, f"{task}.jsonl")
+        if task in BUNDLED_TASKS and not os.path.exists(path):
+            return os.path.join(BUNDLED_DIR, f"{task}.jsonl")
+        return path
+    return data
 
 
 def _answer_text(spec: TaskSpec, raw: dict, choices) -> str:
@@ -166,15 +213,15 @@ def load_jsonl(task: str, path: str, limit: int | None = None) -> list[dict]:
 
 
 def load_task(
-    task: str, data: str, limit: int | None = None, *, tfds_data_dir: str | None = None
+    task: str, data: str | None, limit: int | None = None, *, tfds_data_dir: str | None = None
 ) -> list[dict]:
-    """Records of `task` from `<data>/<task>.jsonl`, a JSONL file, or `tfds[:<name>[@<split>]]`."""
-    spec = get_task(task)
-    if data == "tfds" or data.startswith("tfds:"):
-        name, _, split = data[len("tfds:") :].partition("@")
+    """Records of `task` from `<data>/<task>.jsonl`, a JSONL file, `tfds[:<name>[@<split>]]`,
+    or (bundled tasks; `data` None, '' or 'bundled') the bundled file (`resolve_source`)."""
+    source = resolve_source(task, data)
+    if source == "tfds" or source.startswith("tfds:"):
+        name, _, split = source[len("tfds:") :].partition("@")
         return load_tfds(task, name or None, split or None, tfds_data_dir, limit)
-    path = os.path.join(data, f"{task}.jsonl") if os.path.isdir(data) else data
-    return load_jsonl(spec.name, path, limit)
+    return load_jsonl(task, source, limit)
 
 
 # --- tfds readers: map one decoded tfds record to raw records of the JSONL schema -------------

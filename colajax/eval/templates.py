@@ -7,8 +7,9 @@ by `" " + answer text + "\\n\\n"` (the answers are option *texts*, never letters
 
 and ends at the anchor (`Answer:`, or `End:` for story_cloze) without a trailing space. The
 demonstration texts are the official harness's, byte for byte (checked against the prompts in
-`shared/eval_fixtures/`). lambada and unknown task names (e.g. a chat adapter's "openai") use the
-raw question.
+`shared/eval_fixtures/`). lambada, kjv_lastword and unknown task names (e.g. a chat adapter's
+"openai") use the raw question. The bundled kjv_nextverse task's two demonstrations are verse
+pairs from the KJV *training* chapters (Genesis 1:3-4, John 11:5-6).
 """
 
 from typing import NamedTuple
@@ -29,6 +30,7 @@ QUERY_FORMATS = {
     "race": "Article: {question}\nOptions:\n{options}\nAnswer:",
     "siqa": "Question: {question}\n{options}\nAnswer:",
     "story_cloze": "Story: {question}\n{options}\nEnd:",
+    "kjv_nextverse": "Verse: {question}\nWhich verse comes next?\n{options}\nAnswer:",
 }
 
 INSTRUCTIONS = {"race": "Read the following article and answer the question.\n\n"}
@@ -119,6 +121,27 @@ DEMOS = {
             "He crossed the finish line first.",
             ("He was sad that he lost the race.", "He won the gold medal."),
             "He won the gold medal.",
+        ),
+    ],
+    "kjv_nextverse": [
+        Demo(
+            "And God said, Let there be light: and there was light.",
+            (
+                "And God saw the light, that it was good: and God divided the light from the "
+                "darkness.",
+                "A soft answer turneth away wrath: but grievous words stir up anger.",
+            ),
+            "And God saw the light, that it was good: and God divided the light from the darkness.",
+        ),
+        Demo(
+            "Now Jesus loved Martha, and her sister, and Lazarus.",
+            (
+                "The eyes of the LORD are in every place, beholding the evil and the good.",
+                "When he had heard therefore that he was sick, he abode two days still in the "
+                "same place where he was.",
+            ),
+            "When he had heard therefore that he was sick, he abode two days still in the same "
+            "place where he was.",
         ),
     ],
 }
