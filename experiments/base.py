@@ -141,6 +141,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.keep = 3  # keep the newest N checkpoints ...
     t.keep_period = 0  # ... plus every step that is a multiple of this (0: none)
     t.async_ckpt = True  # write checkpoints in the background
+    t.budgets = ()  # budget points, EFLOPs on the paper axis 6 N D: checkpoints never deleted
+    t.budget_steps = ()  # ... or as main-stage steps (give budgets or budget_steps, not both)
+    t.budget_step_multiple = 1  # budgets land on multiples of this step (paper: 1000 -> 10k, 20k)
 
     # Device mesh and logical-axis rules (colajax/sharding.py).
     c.mesh = ml_collections.ConfigDict()

@@ -65,4 +65,3 @@ def lm_like_dit(c: ml_collections.ConfigDict) -> None:
     m.dim, m.ffn_dim = d.txt_dim, d.expand_ratio * d.txt_dim
     m.num_heads, m.head_dim, m.num_layers = d.heads, d.head_dim, d.num_layers
     c.llada.mask_id = 1
-

@@ -1,6 +1,8 @@
 """The model-family interface: registry, config switch, stage plans, exact 2B parameter counts
 (eval_shape, no allocation), the paper's 6 N D axis, and the same data order for every family."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -85,8 +87,8 @@ def test_2b_parameter_counts_exact():
         c = config_lib.load_config(f"experiments/{name}_2b.py")
         fam = families.of_config(c)
         models = fam.models(c)
-        shapes = nn.meta.unbox(jax.eval_shape(lambda r: fam.init_params(models, r), jax.random.key(0)))
-        lm = shapes["lm"]
+        init = functools.partial(fam.init_params, models)
+        lm = nn.meta.unbox(jax.eval_shape(init, jax.random.key(0)))["lm"]
         counts = fam.param_counts(models)
         assert {k: counts[k] for k in want_lm} == want_lm
         assert _count(lm) == sum(want_lm.values()) == counts["total"]

@@ -14,7 +14,9 @@ from colajax import main as cli
 from colajax import restore
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-FIXTURES = pathlib.Path(os.environ.get("COLAJAX_EVAL_FIXTURES", REPO.parent / "shared" / "eval_fixtures"))
+FIXTURES = pathlib.Path(
+    os.environ.get("COLAJAX_EVAL_FIXTURES", REPO.parent / "shared" / "eval_fixtures")
+)
 TOKENIZER = "bundled:kjv_sp4096.model"
 TASKS = "lambada,obqa"
 TRAIN = [

@@ -25,6 +25,7 @@ from colajax import checkpoint as ckpt_lib
 from colajax import config as config_lib
 from colajax import families, hardware
 from colajax import restore as restore_lib
+from colajax.sweep import budgets as budgets_lib
 from colajax.train import data as data_lib
 from colajax.train import metrics as metrics_lib
 from colajax.train.setup import StageSetup, setup_stage
@@ -85,19 +86,33 @@ class Budget:
     flops_per_step: float  # full analytic count of one optimizer step
     paper_n: float | None  # N of 6 N D (None: not the main stage, no paper axis)
 
+    schedule: budgets_lib.BudgetSchedule | None = None  # budget checkpoints (main stage)
+
     def at(self, step: int) -> dict[str, float]:
         tokens = float(step) * self.tokens_per_step
         out = {"tokens": tokens, "eflops_full": step * self.flops_per_step / 1e18}
         if self.paper_n is not None:
-            out["eflops_paper"] = 6.0 * self.paper_n * tokens / 1e18
+            out["eflops_paper"] = budgets_lib.eflops_paper(tokens, self.paper_n)
         return out
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        return self.schedule.steps if self.schedule is not None else ()
 
 
 def _budget(setup: StageSetup) -> Budget:
     tr, family = setup.config.train, setup.family
-    main = setup.name == family.main_stage
-    paper_n = family.paper_n(setup.config) if main else None
-    return Budget(tr.batch_size * tr.seq_len, setup.flops_per_step(), paper_n)
+    tps = budgets_lib.tokens_per_step(tr.batch_size, tr.seq_len)
+    if setup.name != family.main_stage:
+        return Budget(tps, setup.flops_per_step(), None)
+    paper_n = family.paper_n(setup.config)
+    schedule = budgets_lib.BudgetSchedule.from_config(tr, n_params=paper_n)
+    if schedule is not None and schedule.last_step > setup.total_steps:
+        raise ValueError(
+            f"the last budget checkpoint (step {schedule.last_step}) is after the end of training "
+            f"(step {setup.total_steps}); raise config.train.steps or drop that budget."
+        )
+    return Budget(tps, setup.flops_per_step(), paper_n, schedule)
 
 
 def _meta(setup: StageSetup, step: int, budget: Budget) -> dict:
@@ -111,6 +126,7 @@ def _meta(setup: StageSetup, step: int, budget: Budget) -> dict:
         "stage": setup.name,
         "config": config_lib.to_dict(setup.config),
         **budget.at(step),
+        "budget_steps": list(budget.steps),  # this run's budget checkpoints (never deleted)
     }
 
 
@@ -171,10 +187,12 @@ def train_stage(
     setup = setup_stage(config, name, make_stage=make_stage, make_optimizer=make_optimizer)
     tr = setup.config.train
     total = setup.total_steps
+    budget = _budget(setup)
     ckpt = ckpt_lib.TrainCheckpointer(
         os.path.join(workdir, "checkpoints"),
         keep=tr.keep,
         keep_period=tr.keep_period,
+        protect=budget.steps,  # budget checkpoints are never deleted
         async_save=tr.async_ckpt,
     )
     writer = None
@@ -198,7 +216,8 @@ def train_stage(
             f"[{name}] training steps {step}..{total}: {n_params / 1e6:.2f}M trained params, "
             f"mesh {dict(setup.mesh.shape)}"
         )
-        result = _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, stop_after)
+        loop = (train_iter, eval_batches, ckpt, writer, tput, budget)
+        result = _loop(setup, state, *loop, stop_after)
         return result
     finally:
         ckpt.close()
@@ -206,9 +225,8 @@ def train_stage(
             writer.close()
 
 
-def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, stop_after):
+def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, budget, stop_after):
     tr, name, total = setup.config.train, setup.name, setup.total_steps
-    budget = _budget(setup)
     step = int(jax.device_get(state.step))
     pending: tuple[int, Any] | None = None  # (step, device metrics) fetched one step late
     last: dict[str, float] = {}
@@ -256,7 +274,7 @@ def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, stop_after
             stop = preempt.flag
             if jax.process_count() > 1:
                 stop = ckpt.reached_preemption(step)
-            if step % tr.ckpt_every == 0 or stop:
+            if step % tr.ckpt_every == 0 or step in budget.steps or stop:
                 save(step)
             if eval_batches is not None and tr.eval_every > 0 and step % tr.eval_every == 0:
                 drain()
