@@ -133,6 +133,17 @@ def latest_step(directory: str) -> int | None:
     return step
 
 
+def all_steps(directory: str) -> list[int]:
+    """Every complete step under a checkpoint root, ascending ([] if there is none)."""
+    path = as_path(directory)
+    if not path.exists():
+        return []
+    mngr = _reader(path)
+    steps = sorted(mngr.all_steps())
+    mngr.close()
+    return steps
+
+
 def resolve_root(directory: str, stage: str | None = None) -> str:
     """A run directory -> its checkpoint root: `<dir>/<stage>/checkpoints` (when `stage` is
     given: stage 'both' keeps each stage in a subdirectory), else `<dir>/checkpoints`, else

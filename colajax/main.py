@@ -9,7 +9,7 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
-    "train": ("colajax.cli.train", "train Stage 1 (VAE), Stage 2 (prior / joint) or both"),
+    "train": ("colajax.cli.train", "train a model family (cola: VAE then prior; ar; llada)"),
     "eval": ("colajax.cli.eval", "generative benchmark from a checkpoint; `eval score` re-scores"),
     "generate": ("colajax.cli.generate", "generate text from a checkpoint"),
     "import-hf": (
@@ -19,6 +19,7 @@ COMMANDS = {
     "bench": ("colajax.cli.bench", "benchmarks printing JSON (train, generate, matmul)"),
     "tokenizer": ("colajax.cli.tokenizer", "train a SentencePiece tokenizer"),
     "data": ("colajax.cli.data", "data preparation: `data eval-sets` builds the task JSONL files"),
+    "sweep": ("colajax.cli.sweep", "FLOP-matched sweeps: plan, run, eval, report"),
     "demo": ("colajax.cli.demo", "the main job: train the tiny model on the bundled corpus"),
 }
 

@@ -49,9 +49,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default=None, help="default: the experiment's tokenizer")
     p.add_argument("--mesh", default="data=-1", help="e.g. data=-1, fsdp=8, data=2,tensor=4")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    p.add_argument(
+        "--all-budgets",
+        action="store_true",
+        help="evaluate every budget checkpoint of the run into OUT/step_<N>/ (done ones skipped)",
+    )
     add_generation_args(p, seed=66)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
+
+
+def eval_namespace(args) -> argparse.Namespace:
+    """The benchmark arguments from a parsed command line (tasks default to the bundled ones)."""
+    ns = argparse.Namespace(**vars(args))
+    if not getattr(ns, "tasks", None):
+        ns.tasks = ",".join(tasks.BUNDLED_TASKS)
+    for name, default in (("step", None), ("out", None), ("checkpoint", None)):
+        if not hasattr(ns, name):
+            setattr(ns, name, default)
+    ns.gen = gen_options(args)
+    return ns
 
 
 def main(argv: list[str]) -> int:
@@ -68,7 +85,14 @@ def main(argv: list[str]) -> int:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         args.gen = gen_options(args)
-        result = run_benchmark(args)
+        if args.all_budgets:
+            from colajax.sweep import runner
+
+            if args.step is not None:
+                raise ValueError("--all-budgets evaluates every budget step; drop --step.")
+            result = {"evaluated_steps": runner.evaluate_run(args.checkpoint, args, args.out)}
+        else:
+            result = run_benchmark(args)
     except (OSError, ValueError) as err:
         print(f"colajax eval: error: {err}", file=sys.stderr)
         return 1
