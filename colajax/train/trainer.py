@@ -291,6 +291,10 @@ def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, budget, st
                 ckpt.wait()
                 return {"status": "stopped", "step": step, "metrics": last, "eval": evals}
         drain()
+        if eval_batches is not None and tr.eval_every > 0 and step % tr.eval_every:
+            evals = _evaluate(setup, state, eval_batches)  # held-out losses at the end too
+            writer.write(step, evals, prefix="eval")
+            log(f"[{name}] eval " + metrics_lib.format_line(step, total, evals))
         if saved_at != step:
             save(step)
         ckpt.wait()
