@@ -208,3 +208,10 @@ def init_lm_cache(config: LMConfig, batch: int, max_len: int):
     return init_cache(
         batch, max_len, config.num_layers, config.kv_heads, config.head_dim, dtype_of(config.dtype)
     )
+
+
+def lm_params(params):
+    """The `Llama` param tree from a checkpoint's `{"lm": ...}` dict (or the tree itself)."""
+    if isinstance(params, dict) and "lm" in params and "embed_tokens" not in params:
+        return params["lm"]
+    return params
