@@ -10,10 +10,13 @@ the first steps: `get_num_transfer_tokens`). Defaults: one token per step, one b
 
 Batching: prompts are left-padded into a bucketed buffer (`bucket * 2^i` columns); padding rows
 have segment id 0 (invisible) and each sample's positions start at 0, so a sample gives the same
-tokens alone or in a batch. Prompt tokens are never changed (the official loop would also refill
-prompt rows equal to the mask id). Gumbel noise: argmax(l - T log(-log u)) = the official
-argmax(exp(l) / (-log u)^T), computed in float32 (official: float64). Sample b draws from
-`seed + b` (fold_in per step).
+tokens alone or in a batch. Sample b draws from `seed + b` (fold_in per step).
+
+Deliberate differences from the official loop (identical tokens otherwise): prompt tokens are
+never changed (the official loop would also refill prompt rows equal to the mask id); x0 never
+is the mask id itself (its logit is excluded from the argmax, not from the confidence softmax),
+so the answer never keeps a mask token; the Gumbel-max draw is computed as
+argmax(l - T log(-log u)) in float32 (official: argmax(exp(l) / (-log u)^T) in float64).
 """
 
 import dataclasses
@@ -56,9 +59,10 @@ class LLaDASamplerConfig:
             raise ValueError(f"temperature must be >= 0 (0 = argmax), got {self.temperature}.")
         if self.bucket < 1:
             raise ValueError(f"bucket must be >= 1, got {self.bucket}.")
-        if self.n_steps < 1 or self.block < 1:
+        if not 1 <= self.n_steps <= self.max_new_tokens or self.block < 1:
             raise ValueError(
-                f"steps ({self.steps}) and block_length ({self.block_length}) must be >= 1."
+                f"steps ({self.steps}) must be in [1, max_new_tokens = {self.max_new_tokens}] "
+                f"and block_length ({self.block_length}) >= 1."
             )
         if self.max_new_tokens % self.block:
             raise ValueError(
@@ -102,6 +106,7 @@ class LLaDAGeneration:
 
     generated: list[list[int]]  # per sample: answer ids (cut before EOS when truncating)
     tokens: np.ndarray  # int32 [B, max_new_tokens]: the full answer region
+    unmask_step: np.ndarray  # int32 [B, max_new_tokens]: the step that filled each row
 
 
 def _keys(seeds_B, step, stream):
@@ -120,39 +125,46 @@ def select_ranked(confidence_BG, k):
     return rank < k
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "scfg"))
-def _generate_core(params, ids_BT, pos_BT, seg_BT, seeds_B, *, cfg: LMConfig, scfg):
+@functools.partial(jax.jit, static_argnames=("cfg", "gen_len", "remasking", "sample"))
+def _generate_core(
+    params, ids_BT, pos_BT, seg_BT, seeds_B, n_steps, spb, block, sched_G, temperature,
+    *, cfg: LMConfig, gen_len: int, remasking: str, sample: bool,
+):  # fmt: skip
+    """Steps, blocks and temperature are traced: one compile serves every schedule."""
     TRACES["generate"] += 1
     model = Llama(cfg)
-    g, spb = scfg.max_new_tokens, scfg.steps_per_block
+    g = gen_len
     p = ids_BT.shape[1] - g
-    sched = jnp.asarray(scfg.transfer_schedule())
     col = jnp.arange(g)[None, :]
 
     def answer_logits(m, x):
         return m.head(m.hidden(x, pos_BT, seg_BT)[:, p:])
 
-    def step(s, x):
+    not_mask = jnp.arange(cfg.vocab_size) != cfg.mask_id
+
+    def step(s, carry):
+        x, when = carry
         blk, i = s // spb, s % spb
         logits = model.apply({"params": params}, x, method=answer_logits)  # [B, G, V]
         ans = x[:, p:]
         masked = ans == cfg.mask_id
         noisy = logits
-        if scfg.temperature > 0:
+        if sample:
             u = _uniform(_keys(seeds_B, s, _RNG_GUMBEL), logits.shape[1:])
-            noisy = logits - scfg.temperature * jnp.log(-jnp.log(u))
-        x0 = jnp.argmax(noisy, axis=-1).astype(x.dtype)
-        if scfg.remasking == "low_confidence":
+            noisy = logits - temperature * jnp.log(-jnp.log(u))
+        x0 = jnp.argmax(jnp.where(not_mask, noisy, -jnp.inf), axis=-1).astype(x.dtype)
+        if remasking == "low_confidence":
             prob = jax.nn.softmax(logits, axis=-1)
             conf = jnp.take_along_axis(prob, x0[..., None], axis=-1)[..., 0]
         else:
             conf = _uniform(_keys(seeds_B, s, _RNG_REMASK), (g,))
-        conf = jnp.where(masked & (col < (blk + 1) * scfg.block), conf, -jnp.inf)
-        take = select_ranked(conf, sched[i]) & masked
-        return x.at[:, p:].set(jnp.where(take, x0, ans))
+        conf = jnp.where(masked & (col < (blk + 1) * block), conf, -jnp.inf)
+        take = select_ranked(conf, sched_G[i]) & masked
+        return x.at[:, p:].set(jnp.where(take, x0, ans)), jnp.where(take, s, when)
 
-    x = jax.lax.fori_loop(0, scfg.n_steps, step, ids_BT)
-    return x[:, p:]
+    when = jnp.full((ids_BT.shape[0], g), -1, jnp.int32)
+    x, when = jax.lax.fori_loop(0, n_steps, step, (ids_BT, when))
+    return x[:, p:], when
 
 
 def generate(
@@ -184,10 +196,13 @@ def generate(
     seg = (col >= start).astype(np.int32)
     pos = np.where(col >= start, col - start, 0).astype(np.int32)
     seeds = jnp.asarray(np.uint32(seed) + np.arange(b, dtype=np.uint32))
-    core_cfg = dataclasses.replace(scfg, eos_id=None, truncate_at_eos=False, pad_id=0)
-    toks = _generate_core(
+    sched = np.zeros(g, np.int32)  # steps_per_block <= block <= g
+    sched[: scfg.steps_per_block] = scfg.transfer_schedule()
+    toks, when = _generate_core(
         lm_params(params), jnp.asarray(ids), jnp.asarray(pos), jnp.asarray(seg), seeds,
-        cfg=cfg, scfg=core_cfg,
+        jnp.int32(scfg.n_steps), jnp.int32(scfg.steps_per_block), jnp.int32(scfg.block),
+        jnp.asarray(sched), jnp.float32(scfg.temperature),
+        cfg=cfg, gen_len=g, remasking=scfg.remasking, sample=scfg.temperature > 0,
     )  # fmt: skip
     toks = np.asarray(toks)
     generated = []
@@ -196,4 +211,4 @@ def generate(
         if scfg.truncate_at_eos and scfg.eos_id is not None and scfg.eos_id in out:
             out = out[: out.index(scfg.eos_id)]
         generated.append(out)
-    return LLaDAGeneration(generated=generated, tokens=toks)
+    return LLaDAGeneration(generated=generated, tokens=toks, unmask_step=np.asarray(when))
