@@ -107,7 +107,7 @@ def test_import_matches_numpy_hf_forward(hf_dir, model):
     assert "lm_head" not in params["lm"]
     ids = np.random.default_rng(5).integers(0, 50, (2, 9))
     with jax.default_matmul_precision("highest"):
-        got = np.asarray(Llama(cfg).apply({"params": params["lm"]}, ids))
+        got = np.asarray(jax.jit(Llama(cfg).apply)({"params": params["lm"]}, ids))
     want = np.stack([_np_llama(tensors, HF, row, cfg.causal) for row in ids])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 

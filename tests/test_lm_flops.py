@@ -81,7 +81,7 @@ def test_hand_formulas():
         flops.ar_generation_flops(cfg, 0, 4)
 
 
-@pytest.mark.parametrize("family", ["ar", "llada"])
+@pytest.mark.parametrize("family", ["ar", pytest.param("llada", marks=pytest.mark.slow)])
 def test_train_step_matches_xla_cost_analysis(family):
     """The compiled loss + grad step: dense attention (the masked dense kernel) = total_dense."""
     cfg = CFG if family == "ar" else dataclasses.replace(CFG, causal=False, mask_id=511)
