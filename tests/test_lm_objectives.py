@@ -93,9 +93,20 @@ def test_llada_mask_rate_follows_t():
     assert np.all((np.asarray(drawn) >= 1e-3) & (np.asarray(drawn) <= 1.0))
 
 
-@pytest.mark.parametrize(
-    "cfg", [pytest.param(TINY_AR, marks=pytest.mark.slow), TINY_LLADA], ids=["ar", "llada"]
-)
+def test_llada_masks_ignore_appended_padding():
+    """Per-row draws: the real tokens of a right-padded batch get the same masks (so padding
+    never changes the loss of the real tokens; the model side is tested in test_llama)."""
+    tokens = jnp.ones((3, 50), jnp.int32)
+    mask = jax.jit(lambda t, w: lo.llada_mask(jax.random.PRNGKey(4), t, w, mask_id=MASK))
+    _, short, p_short = mask(tokens[:, :30], tokens[:, :30])
+    _, long, p_long = mask(tokens, tokens.at[:, 30:].set(0))
+    np.testing.assert_array_equal(np.asarray(long[:, :30]), np.asarray(short))
+    np.testing.assert_array_equal(np.asarray(p_long), np.asarray(p_short))
+    assert not np.asarray(long[:, 30:]).any() and np.asarray(short).any()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", [TINY_AR, TINY_LLADA], ids=["ar", "llada"])
 def test_padding_never_changes_the_loss(cfg):
     """Appending segment-0 columns (random ids) leaves the loss and metrics of the real tokens
     unchanged (LLaDA: the same rng masks the same real tokens)."""
