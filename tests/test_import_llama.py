@@ -159,6 +159,10 @@ BROKEN = {
     ),
     "model_type": (lambda t, c: c.update({"model_type": "llada"}), "expected 'llama'"),
     "rope_scaling": (lambda t, c: c.update({"rope_scaling": {"type": "llama3"}}), "rope_scaling"),
+    "rope_params": (
+        lambda t, c: c.update({"rope_parameters": {"rope_type": "yarn"}}),
+        "rope_parameters",
+    ),
     "bias": (lambda t, c: c.update({"attention_bias": True}), "attention_bias"),
     "gqa": (lambda t, c: c.update({"num_key_value_heads": 3}), "num_kv_heads"),
 }

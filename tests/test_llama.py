@@ -193,6 +193,9 @@ def test_config_contract():
         1e-5,
     )
     assert cfg.rope_theta == 5e5 and cfg.tie_embeddings and cfg.dtype == "float32"
+    newer = {k: v for k, v in hf.items() if k != "rope_theta"}
+    newer["rope_parameters"] = {"rope_theta": 123.0, "rope_type": "default"}
+    assert LMConfig.from_hf(newer).rope_theta == 123.0
     bad = [
         (dict(num_heads=4, num_kv_heads=3), "multiple of num_kv_heads"),
         (dict(causal=False), "needs a mask_id"),

@@ -34,8 +34,10 @@ def check_hf_llama_config(d: dict[str, Any], path: str = "config.json") -> None:
     for key in ("attention_bias", "mlp_bias"):
         if d.get(key, False):
             problems.append(f"{key}=true (the baselines have no biases)")
-    if d.get("rope_scaling") not in (None, {}):
-        problems.append(f"rope_scaling={d['rope_scaling']!r} (only plain RoPE)")
+    for key in ("rope_scaling", "rope_parameters"):
+        rope = d.get(key) or {}
+        if rope.get("rope_type", rope.get("type", "default")) != "default":
+            problems.append(f"{key}={d[key]!r} (only plain RoPE)")
     if problems:
         raise ValueError(f"{path}: unsupported LLaMA settings: " + "; ".join(problems) + ".")
 
@@ -75,7 +77,9 @@ def llama_hf_spec(cfg: LMConfig, with_lm_head: bool | None = None) -> Spec:
         _linear(spec, f"{hf}.mlp.gate_proj", p + ("gate_proj",), (d,), (f,))
         _linear(spec, f"{hf}.mlp.up_proj", p + ("up_proj",), (d,), (f,))
         _linear(spec, f"{hf}.mlp.down_proj", p + ("down_proj",), (f,), (d,))
-    if with_lm_head if with_lm_head is not None else not cfg.tie_embeddings:
+    if with_lm_head is None:
+        with_lm_head = not cfg.tie_embeddings
+    if with_lm_head:
         _linear(spec, "lm_head", ("lm_head",), (d,), (cfg.vocab_size,))
     return spec
 

@@ -183,6 +183,9 @@ class LMConfig:
         """From a HF LLaMA `config.json` dict (HF key names; other keys are ignored);
         `overrides` set what HF does not carry (causal, mask_id, dtype, remat)."""
         fields = {f: d[k] for k, f in _HF_LLAMA_KEYS.items() if d.get(k) is not None}
+        rope = d.get("rope_parameters") or {}  # newer transformers keep rope_theta in here
+        if "rope_theta" not in fields and rope.get("rope_theta") is not None:
+            fields["rope_theta"] = rope["rope_theta"]
         if "head_dim" not in fields and "hidden_size" in d and "num_attention_heads" in d:
             fields["head_dim"] = d["hidden_size"] // d["num_attention_heads"]
         return cls(**{**fields, **overrides})
