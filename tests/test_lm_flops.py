@@ -102,6 +102,7 @@ def test_train_step_matches_xla_cost_analysis(family):
     _assert_close_to_xla(_xla_flops(step, params, tokens), want["total_dense"])
 
 
+@pytest.mark.slow
 def test_sampler_passes_match_xla_cost_analysis():
     """A cached one-row AR pass reads the whole fixed-size cache (S keys + itself); a LLaDA
     step is a bidirectional pass with the head on the answer rows."""
