@@ -1,4 +1,5 @@
-"""Analytic model FLOPs for the Text VAE, the block-causal DiT, training steps and generation.
+"""Analytic model FLOPs for the Text VAE, the block-causal DiT, training steps and generation;
+the AR / LLaDA (LLaMA) baselines have their own section at the end, with the same conventions.
 
 Conventions:
 - forward FLOPs = 2 x matmul multiply-accumulates (weights and attention scores/values); norms,
@@ -22,7 +23,7 @@ The paper gives no FLOP formula; its budgets fit 6 x N x D with N = 1.8e9 (the D
 = training tokens (paper digest §5.2): `six_nd` reproduces that axis.
 """
 
-from colajax.models.config import DiTConfig, VAEConfig
+from colajax.models.config import DiTConfig, LMConfig, VAEConfig
 from colajax.train.vae_modes import vae_mode
 
 SINUSOID_DIM = 256
@@ -297,3 +298,93 @@ def dit_param_count(cfg: DiTConfig) -> int:
 def six_nd(tokens: float, n_params: float = PAPER_N_PARAMS) -> float:
     """The paper-consistent budget 6 * N * D (N = 1.8e9 DiT backbone by default)."""
     return 6.0 * n_params * tokens
+
+
+# ============================================================================================
+# LM baselines: AR (causal LLaMA) and LLaDA (bidirectional LLaMA)
+#
+# Same conventions as above: forward = 2 x MACs of the weight matmuls (q, k, v, o, SwiGLU gate /
+# up / down, the LM head) and of attention scores and values over the visible (query, key)
+# pairs; embedding gathers, norms, RoPE and softmax are not counted; trained = 3 x forward.
+# Causal attention over L rows sees L (L + 1) / 2 pairs, bidirectional L^2 ("dense" = L^2 for
+# both: what the masked dense kernel computes).
+# ============================================================================================
+
+
+def causal_pairs(seq_len: int) -> int:
+    """Visible (query, key) pairs of causal attention over `seq_len` rows."""
+    return seq_len * (seq_len + 1) // 2
+
+
+def bidirectional_pairs(seq_len: int) -> int:
+    """Visible (query, key) pairs of full attention over `seq_len` rows."""
+    return seq_len * seq_len
+
+
+def lm_block_macs_per_row(cfg: LMConfig) -> int:
+    """Weight MACs of one layer per row: q, k, v (GQA width), o, SwiGLU gate / up / down."""
+    d, inner, kv = cfg.dim, cfg.num_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+    return d * inner + 2 * d * kv + inner * d + 3 * d * cfg.ffn_dim
+
+
+def lm_forward_flops(cfg: LMConfig, rows: int, pairs: int, head_rows: int | None = None) -> float:
+    """Forward over `rows` query rows with `pairs` visible pairs in total; the LM head runs on
+    `head_rows` rows (default: every row)."""
+    head_rows = rows if head_rows is None else head_rows
+    attn = cfg.num_layers * 2 * pairs * cfg.num_heads * cfg.head_dim
+    body = rows * cfg.num_layers * lm_block_macs_per_row(cfg)
+    return 2.0 * (body + head_rows * cfg.dim * cfg.vocab_size + attn)
+
+
+def _lm_train(cfg: LMConfig, batch: int, seq_len: int, pairs: int) -> dict:
+    if batch <= 0 or seq_len <= 0:
+        raise ValueError(f"batch ({batch}) and seq_len ({seq_len}) must be positive.")
+    rows = batch * seq_len
+    fwd = lm_forward_flops(cfg, rows, batch * pairs)
+    dense = lm_forward_flops(cfg, rows, batch * bidirectional_pairs(seq_len))
+    return _total({"lm": _component(fwd, dense, trained=True)})
+
+
+def ar_train_flops(cfg: LMConfig, batch: int, seq_len: int) -> dict:
+    """AR training step (causal attention, logits on every row), like `stage1_flops`."""
+    return _lm_train(cfg, batch, seq_len, causal_pairs(seq_len))
+
+
+def llada_train_flops(cfg: LMConfig, batch: int, seq_len: int) -> dict:
+    """LLaDA training step (bidirectional attention over the masked copy)."""
+    return _lm_train(cfg, batch, seq_len, bidirectional_pairs(seq_len))
+
+
+def ar_generation_flops(cfg: LMConfig, prompt_len: int, new_tokens: int) -> dict:
+    """One sample of the KV-cached AR sampler: a causal prefill of the prompt (LM head on its
+    last row only, which gives the first token), then `new_tokens - 1` one-row passes; the
+    j-th (j = 1..) attends to prompt_len + j keys."""
+    if prompt_len < 1 or new_tokens < 1:
+        raise ValueError(f"prompt_len ({prompt_len}) and new_tokens ({new_tokens}) must be >= 1.")
+    prefill = lm_forward_flops(cfg, prompt_len, causal_pairs(prompt_len), head_rows=1)
+    n = new_tokens - 1
+    decode = lm_forward_flops(cfg, n, n * prompt_len + n * (n + 1) // 2)
+    return {"prefill": prefill, "decode": decode, "total": prefill + decode}
+
+
+def llada_generation_flops(cfg: LMConfig, prompt_len: int, gen_len: int, steps: int) -> dict:
+    """One sample of the LLaDA sampler: `steps` bidirectional passes over prompt + answer, the
+    LM head on the answer rows only (the sampler never reads the prompt rows' logits)."""
+    rows = prompt_len + gen_len
+    per_step = lm_forward_flops(cfg, rows, bidirectional_pairs(rows), head_rows=gen_len)
+    return {"per_step": per_step, "total": steps * per_step}
+
+
+def lm_param_counts(cfg: LMConfig) -> dict:
+    """Exact parameter counts of `Llama(cfg)` (the paper's 2B baseline: embedding 410,738,688,
+    blocks 1,811,939,328, norms 112,640)."""
+    embedding = cfg.vocab_size * cfg.dim * (1 if cfg.tie_embeddings else 2)
+    blocks = cfg.num_layers * lm_block_macs_per_row(cfg)
+    norms = (2 * cfg.num_layers + 1) * cfg.dim
+    return {
+        "embedding": embedding,
+        "blocks": blocks,
+        "norms": norms,
+        "non_embedding": blocks + norms,
+        "total": embedding + blocks + norms,
+    }

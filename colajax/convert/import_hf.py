@@ -7,6 +7,11 @@ that the VAE and DiT agree (latent width, block size), maps the tensors onto the
 param trees and writes `{"vae": ..., "dit": ...}` + meta (both model configs, source) with
 `checkpoint.save_params_checkpoint` (atomic; an existing non-empty OUT is refused).
 `--dtype` sets the recorded compute dtype; parameters are always stored in float32.
+
+    colajax import-hf --llama llama_dir/ --model ar|llada [--mask-id N] --out ckpt/
+
+reads a HF `LlamaForCausalLM` folder as the AR (causal) or LLaDA (bidirectional) baseline and
+writes `{"lm": ...}` + meta (`family`, `models.lm`, source).
 """
 
 import dataclasses
@@ -18,10 +23,12 @@ import numpy as np
 
 from colajax.convert.hf_dit import dit_config_from_hf, dit_params_from_hf
 from colajax.convert.hf_io import load_hf_dir
+from colajax.convert.hf_llama import check_hf_llama_config, llama_params_from_hf
 from colajax.convert.hf_vae import vae_config_from_hf, vae_params_from_hf
-from colajax.models.config import check_compatible
+from colajax.models.config import LMConfig, check_compatible
 
 MODEL_TYPES = {"vae": "cola_text_vae", "dit": "cola_dit"}
+LM_FAMILIES = ("ar", "llada")
 
 
 def _check_model_type(config: dict, which: str, path: str) -> None:
@@ -61,6 +68,37 @@ def import_hf(vae_dir: str, dit_dir: str, dtype: str = "float32"):
             "dit_tensors": len(dit_tensors),
             "vae_model_type": vae_hf.get("model_type"),
             "dit_model_type": dit_hf.get("model_type"),
+        },
+    }
+    return params, meta
+
+
+def import_llama(
+    llama_dir: str, model: str = "ar", dtype: str = "float32", mask_id: int | None = None
+):
+    """Convert a HF LLaMA directory in memory -> (params {"lm"}, meta).
+
+    model='ar' builds a causal LMConfig; model='llada' a bidirectional one whose mask id
+    defaults to the last vocabulary row (vocab_size - 1).
+    """
+    if model not in LM_FAMILIES:
+        raise ValueError(f"unknown LM family {model!r}; use one of {LM_FAMILIES}.")
+    hf, tensors = load_hf_dir(llama_dir)
+    check_hf_llama_config(hf, os.path.join(llama_dir, "config.json"))
+    causal = model == "ar"
+    if not causal and mask_id is None:
+        mask_id = int(hf.get("vocab_size", LMConfig.vocab_size)) - 1
+    cfg = LMConfig.from_hf(hf, causal=causal, mask_id=mask_id, dtype=dtype)
+    params = {"lm": llama_params_from_hf(tensors, cfg)}
+    meta = {
+        "family": model,
+        "models": {"lm": dataclasses.asdict(cfg)},
+        "source": {
+            "format": "hf-safetensors",
+            "llama_dir": os.path.abspath(llama_dir),
+            "tensors": len(tensors),
+            "model_type": hf.get("model_type"),
+            "architectures": hf.get("architectures"),
         },
     }
     return params, meta

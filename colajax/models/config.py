@@ -141,3 +141,85 @@ def cola_configs(config) -> tuple[VAEConfig, DiTConfig]:
     vae, dit = out
     check_compatible(vae, dit)
     return vae, dit
+
+
+# HF `LlamaForCausalLM` config key -> LMConfig field (`LMConfig.from_hf`).
+_HF_LLAMA_KEYS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "dim",
+    "intermediate_size": "ffn_dim",
+    "num_attention_heads": "num_heads",
+    "num_key_value_heads": "num_kv_heads",
+    "head_dim": "head_dim",
+    "num_hidden_layers": "num_layers",
+    "rope_theta": "rope_theta",
+    "rms_norm_eps": "norm_eps",
+    "tie_word_embeddings": "tie_embeddings",
+    "initializer_range": "init_std",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig:
+    """LLaMA backbone of the AR (causal) and LLaDA (bidirectional, mask token) baselines;
+    defaults are the paper's 2B baselines (27 layers, 2048 / 8192, 16 x 128 heads, untied)."""
+
+    vocab_size: int = 100278
+    dim: int = 2048
+    ffn_dim: int = 8192  # SwiGLU hidden width (gate and up projections)
+    num_heads: int = 16
+    num_kv_heads: int | None = None  # None = num_heads (no GQA)
+    head_dim: int = 128
+    num_layers: int = 27
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6  # RMSNorm epsilon
+    causal: bool = True  # True: AR; False: LLaDA (bidirectional attention)
+    mask_id: int | None = None  # LLaDA: the input id of a masked position
+    tie_embeddings: bool = False  # lm_head = embedding^T
+    init_std: float = 0.02  # N(0, init_std^2) for embeddings and linear weights
+    dtype: str = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
+    remat: bool = False  # rematerialise each layer in the backward pass
+
+    def __post_init__(self):
+        for name in ("vocab_size", "dim", "ffn_dim", "num_heads", "head_dim", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LMConfig.{name}={getattr(self, name)} must be >= 1.")
+        if self.kv_heads < 1 or self.num_heads % self.kv_heads:
+            raise ValueError(
+                f"LMConfig num_heads={self.num_heads} must be a multiple of num_kv_heads="
+                f"{self.num_kv_heads} (grouped-query attention); pick a divisor of num_heads."
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"LMConfig head_dim={self.head_dim} must be even (RoPE pairs).")
+        if self.mask_id is None and not self.causal:
+            raise ValueError(
+                "LMConfig causal=False (LLaDA) needs a mask_id: set it to the input id of the "
+                f"mask token, e.g. vocab_size - 1 = {self.vocab_size - 1}."
+            )
+        if self.mask_id is not None and not 0 <= self.mask_id < self.vocab_size:
+            raise ValueError(
+                f"LMConfig mask_id={self.mask_id} is outside the vocabulary [0, "
+                f"{self.vocab_size}); use a reserved id of the tokenizer, e.g. vocab_size - 1."
+            )
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"LMConfig dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+    @classmethod
+    def from_hf(cls, d: dict[str, Any], **overrides) -> "LMConfig":
+        """From a HF LLaMA `config.json` dict (HF key names; other keys are ignored);
+        `overrides` set what HF does not carry (causal, mask_id, dtype, remat)."""
+        fields = {f: d[k] for k, f in _HF_LLAMA_KEYS.items() if d.get(k) is not None}
+        rope = d.get("rope_parameters") or {}  # newer transformers keep rope_theta in here
+        if "rope_theta" not in fields and rope.get("rope_theta") is not None:
+            fields["rope_theta"] = rope["rope_theta"]
+        if "head_dim" not in fields and "hidden_size" in d and "num_attention_heads" in d:
+            fields["head_dim"] = d["hidden_size"] // d["num_attention_heads"]
+        return cls(**{**fields, **overrides})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LMConfig":
+        return _build(cls, dict(d), strict=True)
