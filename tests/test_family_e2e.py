@@ -29,12 +29,32 @@ TRAIN = [
 GEN = ["--max-new-tokens", "4", "--tokenizer", TOKENIZER]
 
 
+def fixture_task_data(out: pathlib.Path) -> pathlib.Path:
+    """The official fixture rows of `TASKS` as task data (question / choices / answer)."""
+    from colajax.eval.templates import few_shot_prefix, format_options
+
+    out.mkdir(parents=True, exist_ok=True)
+    for task in TASKS.split(","):
+        rows = [json.loads(x) for x in (FIXTURES / f"{task}.jsonl").read_text().splitlines()]
+        records = []
+        for r in rows:
+            question = r["prompt"][len(few_shot_prefix(task)) :]
+            if r.get("choices"):  # "Question: Q\n(A) ...\nAnswer:" -> Q
+                tail = "\n" + format_options(r["choices"]) + "\nAnswer:"
+                question = question.removeprefix("Question: ").removesuffix(tail)
+            record = {"question": question, "answer": r["ground_truth"]}
+            records.append(record | ({"choices": r["choices"]} if r.get("choices") else {}))
+        (out / f"{task}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in records))
+    return out
+
+
 def _train(workdir, *extra):
     assert cli.run(["train", *TRAIN, "--workdir", str(workdir), *extra]) == 0
 
 
 def _eval_and_generate(ckpt, out, capsys, *gen_flags):
-    argv = ["eval", "--checkpoint", str(ckpt), "--tasks", TASKS, "--data", str(FIXTURES)]
+    data = fixture_task_data(out.parent / "task_data")
+    argv = ["eval", "--checkpoint", str(ckpt), "--tasks", TASKS, "--data", str(data)]
     argv += ["--out", str(out), "--limit", "2", "--batch-size", "2", "--no-progress"]
     assert cli.run([*argv, *GEN, *gen_flags]) == 0, capsys.readouterr().err
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -56,7 +76,12 @@ def stage1(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("mode", ["joint", "frozen", "scratch", "interval"])
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "mode", ["joint", *(pytest.param(m, marks=SLOW) for m in ("frozen", "scratch", "interval"))]
+)
 def test_cola_every_stage2_mode(stage1, mode, capsys):
     run = stage1 / mode
     init = [] if mode == "scratch" else [f"--config.stage2.init_from={stage1 / 's1'}"]
@@ -66,17 +91,27 @@ def test_cola_every_stage2_mode(stage1, mode, capsys):
     _eval_and_generate(run, stage1 / f"eval_{mode}", capsys, "--steps", "2")
 
 
+@pytest.fixture(scope="module")
+def lm_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    for family in ("ar", "llada"):
+        _train(root / family, f"--config.model={family}")
+    return root
+
+
 @pytest.mark.parametrize("family", ["ar", "llada"])
-def test_baselines_train_eval_generate(family, tmp_path, capsys):
-    _train(tmp_path / "run", f"--config.model={family}")
-    meta = restore.load_model(str(tmp_path / "run"), "data=1").meta
+def test_baselines_train_eval_generate(lm_runs, family, capsys):
+    run = lm_runs / family
+    meta = restore.load_model(str(run), "data=1").meta
     assert meta["family"] == family and set(meta["models"]) == {"lm"}
     assert meta["tokens"] == 2 * 8 * 16 and meta["eflops_full"] > 0
-    _eval_and_generate(tmp_path / "run", tmp_path / "eval", capsys)
+    _eval_and_generate(run, lm_runs / f"eval_{family}", capsys)
 
 
-def test_family_flags_are_checked(tmp_path, capsys):
-    _train(tmp_path / "run", "--config.model=ar")
-    argv = ["generate", "--checkpoint", str(tmp_path / "run"), "--prompt", "x", *GEN, "--cfg", "3"]
+def test_family_flags_are_checked(lm_runs, capsys):
+    argv = ["generate", "--checkpoint", str(lm_runs / "ar"), "--prompt", "x", *GEN, "--cfg", "3"]
     assert cli.run(argv) == 2
     assert "--cfg do(es) not apply to the ar family" in capsys.readouterr().err
+    argv[2] = str(lm_runs / "llada")
+    assert cli.run([*argv[:-2], "--repetition-penalty", "1.2"]) == 2
+    assert "no repetition penalty" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def test_ar_loss_by_hand():
     w = np.asarray([[1, 1, 0, 1, 0], [1, 0, 1, 0.5, 1]])
     want = (ce * w).sum() / w.sum()
     assert float(loss) == pytest.approx(want, rel=1e-5)
-    assert float(m["ce"]) == float(loss) and float(m["tokens"]) == pytest.approx(w.sum())
+    assert float(m["ce"]) == float(loss) and float(m["scored"]) == pytest.approx(w.sum())
     hit = TABLE[tokens[:, :-1]].argmax(-1) == tokens[:, 1:]
     assert float(m["acc"]) == pytest.approx((hit * w).sum() / w.sum(), rel=1e-6)
 

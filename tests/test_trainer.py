@@ -21,6 +21,7 @@ import optax
 import pytest
 
 from colajax import checkpoint as ck
+from colajax import families
 from colajax import sharding as shd
 from colajax.config import load_config
 from colajax.train import metrics, optim, trainer
@@ -222,18 +223,22 @@ def _sgd(config, labels):
 
 
 @pytest.mark.parametrize(
-    "stage, probe",
+    "model, stage, probe",
     [
-        ("vae", ("vae", "encoder", "patch_embedder", "kernel")),
-        ("prior", ("dit", "txt_in", "kernel")),
+        ("cola", "vae", ("vae", "encoder", "patch_embedder", "kernel")),
+        ("cola", "prior", ("dit", "txt_in", "kernel")),
+        ("ar", "lm", ("lm", "embed_tokens", "embedding")),
+        ("llada", "lm", ("lm", "layers_0", "q_proj", "kernel")),
     ],
 )
-def test_sharded_equals_unsharded(stage, probe):
+def test_sharded_equals_unsharded(model, stage, probe):
     """data=2, fsdp=2, tensor=2 vs one device: 3 SGD steps (the prior one is the joint step)."""
-    overrides = ["mesh.shape.data=2", "mesh.shape.fsdp=2", "mesh.shape.tensor=2"]
+    overrides = ["mesh.shape.data=2", "mesh.shape.fsdp=2", "mesh.shape.tensor=2", f"model={model}"]
     config = load_config("experiments/tiny.py:synthetic", overrides)
     sharded = setup_stage(config, stage, make_optimizer=_sgd)
-    single_device = load_config("experiments/tiny.py:synthetic", ["mesh.shape.data=1"])
+    single_device = load_config(
+        "experiments/tiny.py:synthetic", ["mesh.shape.data=1", f"model={model}"]
+    )
     one = shd.make_mesh(single_device, devices=jax.devices()[:1])
     single = setup_stage(config, stage, mesh=one, make_optimizer=_sgd)
     results = []
@@ -252,3 +257,48 @@ def test_sharded_equals_unsharded(stage, probe):
     get = lambda tree: functools.reduce(lambda t, k: t[k], probe, tree)
     init = single.init_state().params
     assert not np.allclose(get(init), get(p_one))
+
+
+def test_resume_is_bitwise_ar_baseline(tmp_path):
+    """The AR baseline on the bundled corpus: 2 + kill + 2 == 4 steps, bitwise."""
+    config = load_config("experiments/tiny.py", RESUME + ["model=ar"])
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert trainer.train(config, a)["status"] == "done"
+    _kill_and_resume(config, "lm", b)
+    _assert_same_checkpoints(config, "lm", a, b)
+    _assert_metrics(a, ("ce", "acc"))
+
+
+def test_budget_checkpoints_survive_the_keep_policy(tmp_path):
+    """Budget steps are saved and never deleted (keep=1); counters in metrics and meta."""
+    config = load_config(
+        "experiments/tiny.py:synthetic",
+        FAST + ["model=ar", "train.steps=6", "train.keep=1", "train.ckpt_every=100",
+                "train.eval_every=0", "train.budget_steps=(2, 4)"],
+    )  # fmt: skip
+    run = str(tmp_path / "run")
+    assert trainer.train(config, run)["status"] == "done"
+    assert _latest(run) == [2, 4, 6]
+    _, meta = _params(run)
+    tps = config.train.batch_size * config.train.seq_len
+    assert meta["budget_steps"] == [2, 4] and meta["tokens"] == 6 * tps
+    rows = {r["step"]: r for r in metrics.read_jsonl(run) if "train/loss" in r}
+    n = families.of_config(config).paper_n(config)  # the tiny backbone's own non-embedding N
+    assert n < 1e6 and rows[4]["train/tokens"] == 4 * tps
+    assert rows[4]["train/eflops_paper"] == pytest.approx(6 * n * 4 * tps / 1e18)
+    assert rows[6]["train/eflops_full"] == pytest.approx(meta["eflops_full"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["cola", "ar", "llada"])
+def test_loss_falls_on_the_bundled_corpus(model, tmp_path):
+    """A short CPU run per family: the held-out loss falls (Cola: both stages)."""
+    steps = ["train.vae_steps=60", "train.steps=60", "train.eval_every=30", "train.ckpt_every=60"]
+    config = load_config("experiments/tiny.py", FAST[:1] + [f"model={model}", *steps])
+    run = str(tmp_path / "run")
+    assert trainer.train(config, run)["status"] == "done"
+    main = f"{run}/prior" if model == "cola" else run
+    rows = [r for r in metrics.read_jsonl(main) if "train/loss" in r]
+    evals = [r["eval/loss"] for r in metrics.read_jsonl(main) if "eval/loss" in r]
+    first, last = rows[0]["train/loss"], np.mean([r["train/loss"] for r in rows[-5:]])
+    assert last < 0.8 * first and evals[-1] < evals[0], (first, last, evals)

@@ -53,9 +53,9 @@ def _mean(x, w):
 
 
 def ar_loss(logits_fn, tokens_BL, *, segment_ids_BL=None, loss_weights_BL=None):
-    """Next-token CE averaged over scored targets. -> (loss, {loss, ce, acc, tokens}).
+    """Next-token CE averaged over scored targets. -> (loss, {loss, ce, acc, scored}).
 
-    `tokens` is the (weighted) number of scored targets; the target row's loss weight applies.
+    `scored` is the (weighted) number of scored targets; the target row's loss weight applies.
     """
     seg, pos, w = _layout(tokens_BL, segment_ids_BL, loss_weights_BL)
     logits = logits_fn(tokens_BL, pos, seg)
@@ -63,7 +63,7 @@ def ar_loss(logits_fn, tokens_BL, *, segment_ids_BL=None, loss_weights_BL=None):
     w_t = w[:, 1:] * same.astype(jnp.float32)
     ce, acc = _ce_acc(logits[:, :-1], tokens_BL[:, 1:])
     loss = _mean(ce, w_t)
-    metrics = {"loss": loss, "ce": loss, "acc": _mean(acc, w_t), "tokens": jnp.sum(w_t)}
+    metrics = {"loss": loss, "ce": loss, "acc": _mean(acc, w_t), "scored": jnp.sum(w_t)}
     return loss, metrics
 
 
@@ -96,7 +96,7 @@ def llada_loss(
     loss_weights_BL=None,
     t_B=None,
 ):
-    """LLaDA masked-diffusion loss. -> (loss, {loss, masked_ce, masked_frac, acc, tokens}).
+    """LLaDA masked-diffusion loss. -> (loss, {loss, masked_ce, masked_frac, acc, scored}).
 
     `t_B` fixes the per-row t (tests, fixed-t evaluation); by default it is drawn from `rng`.
     `masked_ce` / `acc` are the plain (1/p-free) CE and accuracy over the masked tokens;
@@ -114,6 +114,6 @@ def llada_loss(
         "masked_ce": _mean(ce, m),
         "masked_frac": jnp.sum(masked.astype(jnp.float32) * (w > 0)) / n_real,
         "acc": _mean(acc, m),
-        "tokens": jnp.sum(w),
+        "scored": jnp.sum(w),
     }
     return loss, metrics
