@@ -148,7 +148,7 @@ def test_ladder_reproduces_paper_sizes():
     assert [s.width for s in sizes] == [64, 128, 256]
     assert [s.depth for s in sizes] == [2, 4, 8]
     assert [s.lr for s in sizes] == pytest.approx([1e-3, 5e-4, 2.5e-4])  # lr ~ 1/width
-    per_token = ladder.cola_n_params(DiTConfig(), per_token=True)
+    per_token = ladder.cola_n_params(DiTConfig(block_size=16), per_token=True)
     assert per_token < cola.n_params  # AdaLN / timestep weights are not per token
     with pytest.raises(ValueError, match="multiple of head_dim"):
         ladder.make_size("cola", 100, head_dim=32)

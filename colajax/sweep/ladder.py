@@ -112,6 +112,7 @@ def make_size(
             expand_ratio=FFN_RATIO,
             num_layers=depth,
             rope_dim=rope,
+            block_size=1,  # N does not depend on it (the experiment's config.block_size)
         )
         n = cola_n_params(dit)
         overrides = {

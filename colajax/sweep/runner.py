@@ -92,6 +92,7 @@ def plan_rows(sweep: Sweep, root: str) -> list[dict]:
                 n_params=r.n_params,
                 full_flops_per_step=full,
                 train_steps=int(tr.steps),
+                step_multiple=int(tr.budget_step_multiple),
             )
         )
     return rows
