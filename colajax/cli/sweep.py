@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--tokenizer", default=None)
     e.add_argument("--mesh", default="data=-1")
     e.add_argument("--only", action="append", default=[], help="run name (repeatable)")
+    e.add_argument("--isoflop", action="store_true", help="also evaluate the IsoFLOP runs")
     e.add_argument("--no-progress", action="store_true")
     add_generation_args(e, seed=66)
     rep = sub.add_parser("report", help="CSV, PNGs and IsoFLOP fits under <root>/report")
@@ -102,7 +103,8 @@ def main(argv: list[str]) -> int:
         elif args.command == "eval":
             from colajax.cli.eval import eval_namespace
 
-            evaluated = runner.evaluate_sweep(sweep, root, eval_namespace(args), only=args.only)
+            ns = eval_namespace(args)
+            evaluated = runner.evaluate_sweep(sweep, root, ns, args.only, args.isoflop)
             print(json.dumps(evaluated))
         else:
             from colajax.sweep.report import write_report

@@ -2,8 +2,8 @@
 (here, in this process, or as one launcher job per run) and evaluate its budget checkpoints.
 
 A run's config is the sweep experiment's `get_config(arg)` + `model=<family>` + the run's
-overrides + `train.steps` (the run's steps, if given) + `train.budget_steps` (its resolved
-budget checkpoints). `{root}` in an override is replaced by the sweep root, so runs can share
+overrides + `train.steps` (the run's steps, else its last budget step) + `train.budget_steps`
+(its resolved budget checkpoints) + `flops.paper_n` (its N). `{root}` in an override is replaced by the sweep root, so runs can share
 work (e.g. Cola IsoFLOP runs start Stage 2 from one Stage-1 run: `stage=prior`,
 `stage2.init_from={root}/cola/vae`). Runs execute in the declared order.
 
@@ -69,7 +69,8 @@ def resolve(sweep: Sweep, run: RunSpec, root: str) -> ResolvedRun:
     tps = budgets_lib.tokens_per_step(config.train.batch_size, config.train.seq_len)
     multiple = int(config.train.budget_step_multiple)
     schedule = plan_lib.schedule_of(run, tps, n, multiple)
-    extra = [f"train.steps={run.steps}"] if run.steps else []
+    steps = run.steps or schedule.last_step  # by default a run stops at its last budget
+    extra = [f"train.steps={steps}"]
     extra += ["train.budgets=()", f"train.budget_steps={tuple(schedule.steps)!r}"]
     extra += [f"flops.paper_n={n!r}"]
     overrides = base + extra
@@ -155,12 +156,13 @@ def budget_steps_of(workdir: str) -> list[int]:
     return [s for s in steps or [] if s in set(on_disk)]
 
 
-def evaluate_sweep(sweep: Sweep, root: str, eval_args, only=(), log=print) -> dict:
-    """`evaluate_run` for every trained run -> {run: [steps evaluated now]}."""
+def evaluate_sweep(sweep: Sweep, root: str, eval_args, only=(), isoflop=False, log=print):
+    """`evaluate_run` for every trained checkpoint run (and IsoFLOP runs with `isoflop`; their
+    report uses held-out losses) -> {run: [steps evaluated now]}."""
     out = {}
     for run in sweep.runs:
         workdir = os.path.join(root, run.name)
-        if only and run.name not in only:
+        if (only and run.name not in only) or (run.kind == "isoflop" and not isoflop):
             continue
         if not os.path.isdir(workdir):
             log(f"[sweep] {run.name}: not trained yet, skipped")
