@@ -4,8 +4,9 @@
 A run's config is the sweep experiment's `get_config(arg)` + `model=<family>` + the run's
 overrides + `train.steps` (the run's steps, else its last budget step) + `train.budget_steps`
 (its resolved budget checkpoints) + `flops.paper_n` (its N). `{root}` in an override is
-replaced by the sweep root, so runs can share work (e.g. Cola IsoFLOP runs start Stage 2 from one Stage-1 run: `stage=prior`,
-`stage2.init_from={root}/cola/vae`). Runs execute in the declared order.
+replaced by the sweep root, so runs can share work (e.g. Cola IsoFLOP runs start Stage 2 from
+one Stage-1 run: `stage=prior`, `stage2.init_from={root}/cola/vae`). Runs execute in the
+declared order.
 
 Directory layout: `<root>/<run>/` is the run's workdir (plus `sweep_run.json`, its manifest,
 with `done` once trained); `<root>/<run>/eval/step_<N>/` the `colajax eval` outputs of budget
