@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from colajax import distributed
 from colajax.eval import tasks
 from colajax.eval.benchmark import run_benchmark
 
@@ -56,6 +57,7 @@ def parser() -> argparse.ArgumentParser:
         help="keep text after EOS (official harness); default: cut at EOS",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    distributed.add_flag(p)
     return p
 
 
@@ -70,10 +72,11 @@ def main(argv: list[str]) -> int:
         return eval_diagnostics.main(argv[1:])
     args = parser().parse_args(argv)
     try:
+        distributed.maybe_initialize(args.distributed)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         result = run_benchmark(args)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError) as err:
         print(f"colajax eval: error: {err}", file=sys.stderr)
         return 1
     print(json.dumps(result))

@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from colajax import sample_load
+from colajax import distributed, sample_load
 from colajax.generate import cola
 from colajax.generate.tokens import TokenChoice
 
@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dtype", choices=("float32", "bfloat16"), help="override compute dtype")
     p.add_argument("--json", action="store_true", help="one JSON object per prompt")
+    distributed.add_flag(p)
     return p
 
 
@@ -114,6 +115,13 @@ def sampler_config(args, meta, dit_dtype: str, pad_id: int, eos_id) -> cola.Samp
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     try:
+        distributed.maybe_initialize(args.distributed)
+    except (ValueError, RuntimeError) as e:
+        print(f"colajax generate: error: {e}", file=sys.stderr)
+        return 2
+    import jax
+
+    try:
         if args.batch_size < 1:
             raise ValueError("--batch-size must be >= 1.")
         prompts = read_prompts(args)
@@ -136,6 +144,8 @@ def main(argv: Sequence[str]) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"colajax generate: error: {e}", file=sys.stderr)
         return 2
+    if jax.process_index() != 0:  # every process generated the same text; one prints it
+        return 0
     for i, (prompt, out) in enumerate(zip(prompts, outs)):
         text = tok.decode(out)
         if args.json:
