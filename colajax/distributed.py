@@ -85,15 +85,15 @@ def detect(
     override = {"coordinator_address": coord} if coord else {}
     if coord and nproc is not None:
         n = _int("COLAJAX_NUM_PROCESSES", nproc)
+        if n <= 1:
+            return Plan("none", "explicit coordinator variables with 1 process")
         if pid is None:
             raise ValueError(
                 f"COLAJAX_COORDINATOR={coord} and COLAJAX_NUM_PROCESSES={n} are set but not "
                 "COLAJAX_PROCESS_ID: give every process its id 0..N-1."
             )
-        if n > 1:
-            kwargs = dict(override, num_processes=n, process_id=_int("COLAJAX_PROCESS_ID", pid))
-            return Plan("explicit", f"coordinator {coord}, {n} processes", kwargs)
-        return Plan("none", "explicit coordinator variables with 1 process")
+        kwargs = dict(override, num_processes=n, process_id=_int("COLAJAX_PROCESS_ID", pid))
+        return Plan("explicit", f"coordinator {coord}, {n} processes", kwargs)
     tasks = _first(env, "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS")
     if env.get("SLURM_STEP_NODELIST") and "SLURM_PROCID" in env and tasks:
         n = _int("SLURM_NTASKS", tasks)
