@@ -21,6 +21,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from colajax import checkpoint as ck
 from colajax.train import metrics
@@ -119,26 +120,34 @@ def _resume_copy(src: str, dst: str, step: int) -> None:
             shutil.rmtree(f"{dst}/checkpoints/{s}")
 
 
-def test_two_processes_equal_one_and_checkpoints_cross_over(tmp_path):
-    """2 x 2 devices == 1 x 4 (bitwise); a 2-process checkpoint resumes in 1 process and
-    vice versa, continuing bitwise; process 0 alone logs and writes metrics."""
-    steps = ["--config.train.vae_steps=3", "--config.train.ckpt_every=2"]
-    one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    _train(one, 1, *steps)
-    out0, out1 = _train(two, 2, *steps)
-    assert _losses(one) == _losses(two) and len(_losses(two)) == 3  # one row per step
-    _equal(_params(one, 3), _params(two, 3))
-    _equal(_params(one, 2), _params(two, 2))
-    assert "[vae] step 3/3" in out0 and "[vae] step" not in out1  # process 0 alone logs
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory):
+    """The reference: 1 process x 4 devices, steps 1..3, a checkpoint after every step."""
+    workdir = str(tmp_path_factory.mktemp("ref") / "one")
+    _train(workdir, 1, "--config.train.vae_steps=3", *EVERY_STEP)
+    return workdir
+
+
+EVERY_STEP = ["--config.train.ckpt_every=1", "--config.train.keep=3"]
+
+
+def test_two_processes_equal_one_and_checkpoints_cross_over(tmp_path, one_process_run):
+    """2 processes x 2 devices train to the same losses and parameters as 1 x 4 (bitwise);
+    their checkpoint resumes in 1 process and continues bitwise; process 0 alone logs."""
+    one, two = one_process_run, str(tmp_path / "two")
+    out0, out1 = _train(two, 2, "--config.train.vae_steps=2", *EVERY_STEP)
+    assert _losses(two) == _losses(one)[:2]  # one row per step: written once
+    for step in (1, 2):
+        _equal(_params(two, step), _params(one, step))
+    assert "[vae] step 2/2" in out0 and "[vae] step" not in out1
     assert len(os.listdir(f"{two}/tb")) == 1
-    # 2-process checkpoint -> 1 process, and 1-process checkpoint -> 2 processes
-    for src, nproc, name in ((two, 1, "two_to_one"), (one, 2, "one_to_two")):
-        dst = str(tmp_path / name)
-        _resume_copy(src, dst, 2)
-        out = _train(dst, nproc, *steps)[0]
-        assert "resumed from step 2" in out, out
-        _equal(_params(dst, 3), _params(one, 3))
-        assert _losses(dst) == _losses(one)[2:]
+    # a 2-process checkpoint -> 1 process
+    resumed = str(tmp_path / "two_to_one")
+    _resume_copy(two, resumed, 2)
+    out = _train(resumed, 1, "--config.train.vae_steps=3", *EVERY_STEP)[0]
+    assert "resumed from step 2" in out, out
+    _equal(_params(resumed, 3), _params(one, 3))
+    assert _losses(resumed) == _losses(one)[2:]
 
 
 def _wait_for_rows(workdir: str, n: int, procs, timeout=600) -> None:
@@ -150,25 +159,29 @@ def _wait_for_rows(workdir: str, n: int, procs, timeout=600) -> None:
         time.sleep(0.5)
 
 
-def test_sigterm_to_one_process_saves_the_same_step_on_all(tmp_path):
-    """SIGTERM to process 1 only: both processes stop at the same step, save it (one
-    checkpoint) and exit 0; the rerun, with a different process count, resumes there."""
+def test_sigterm_to_one_process_saves_the_same_step_on_all(tmp_path, one_process_run):
+    """A 1-process checkpoint resumes in 2 processes (continuing bitwise); SIGTERM to process 1
+    only: both stop at the same step, save it and exit 0; the rerun, again with a different
+    process count, resumes there."""
     workdir = str(tmp_path / "run")
+    _resume_copy(one_process_run, workdir, 1)
     long = ["--config.train.vae_steps=100000", "--config.train.ckpt_every=100000"]
     argv = [sys.executable, "-m", "colajax.main", "train", f"--workdir={workdir}", *TRAIN, *long]
     procs = _start(2, argv)
     _wait_for_rows(workdir, 2, procs)
     procs[1].send_signal(signal.SIGTERM)
     outs = _finish(procs, timeout=300)
+    assert "resumed from step 1" in outs[0]
+    assert _losses(workdir)[:2] == _losses(one_process_run)[1:3]
     saved = []
     for i, out in enumerate(outs):
         line = [s for s in out.splitlines() if f"process {i}/2: preempted (SIGTERM)" in s]
         assert len(line) == 1, out
         saved.append(int(line[0].split("saved step ")[1].split(";")[0]))
-    assert saved[0] == saved[1] >= 2
+    assert saved[0] == saved[1] >= 3
     step = saved[0]
     c = ck.TrainCheckpointer(f"{workdir}/checkpoints")
-    assert c.all_steps() == [step]
+    assert c.all_steps() == [1, step]
     c.close()
     out = _train(workdir, 1, f"--config.train.vae_steps={step + 1}")[0]
     assert f"resumed from step {step}" in out and f"step {step + 1}/{step + 1}" in out, out

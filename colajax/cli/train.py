@@ -27,8 +27,9 @@ def check_workdir(workdir: str) -> None:
         is_file = path.exists() and not path.is_dir()
     except ImportError as e:  # gs:// without gcsfs
         raise ValueError(
-            f"--workdir {workdir}: {e} (pip install 'colajax[gcs]'; on GCP the VM's service "
-            "account needs storage.objectUser on the bucket)."
+            f"--workdir {workdir}: gs:// needs the Google Cloud Storage packages ({e}): pip "
+            "install 'colajax[gcs]'; the VM's service account needs storage.objectUser on the "
+            "bucket."
         ) from None
     if is_file:
         raise ValueError(
