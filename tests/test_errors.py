@@ -28,7 +28,11 @@ def _train(capsys, *argv) -> tuple[int, str]:
 @pytest.mark.parametrize(
     "body, where, what",
     [
-        ("    c.x = (1, 2\n    return c\n", ":5:", "SyntaxError: '(' was never closed `c.x = (1, 2`"),
+        (
+            "    c.x = (1, 2\n    return c\n",
+            ":5:",
+            "SyntaxError: '(' was never closed `c.x = (1, 2`",
+        ),
         ("  return c\n", ":5:", "IndentationError"),
         ("    c.train.batch_size = undefined_name\n    return c\n", ":5:", "NameError"),
     ],

@@ -4,6 +4,10 @@ Runs `config.stage` (vae | prior | both) into DIR and resumes automatically from
 readable checkpoint. Exit status: 0 when done or preempted (SIGTERM: saved, rerun to resume),
 1 on bad input or a non-finite loss (message on stderr, no traceback).
 
+Multi-host: every process of a TPU pod slice, SLURM step or COLAJAX_COORDINATOR job runs the
+same command; jax.distributed starts by itself (`--distributed auto|on|off`, colajax.distributed).
+SIGTERM on any process saves the same step on all of them.
+
 Compiled programs are cached on disk (XLA persistent cache) in $COLAJAX_COMPILE_CACHE, default
 ~/.cache/colajax/xla, so a rerun or resume does not recompile; set it to '' to disable.
 JAX_COMPILATION_CACHE_DIR, if set, takes precedence.
