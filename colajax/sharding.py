@@ -31,7 +31,13 @@ def make_mesh(config, devices=None) -> Mesh:
         return Mesh(device_grid(config, devices), MESH_AXES, axis_types=axis_types)
     shape = mesh_shape(config, len(devices))
     sizes = tuple(shape[a] for a in MESH_AXES)
-    return jax.make_mesh(sizes, MESH_AXES, axis_types=axis_types, devices=devices)
+    try:
+        return jax.make_mesh(sizes, MESH_AXES, axis_types=axis_types, devices=devices)
+    except NotImplementedError:  # an axis is no product of whole torus axes (16 on 8x8)
+        from jax.experimental import mesh_utils
+
+        grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
+        return Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
 def device_grid(config, devices) -> np.ndarray:

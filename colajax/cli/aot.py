@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 
 USAGE = "colajax aot --config experiments/X.py[:arg] --topology v5p-128 [--num-slices N] [...]"
 LIBTPU_HINT = (
@@ -41,7 +42,14 @@ def compile_stage(config, stage: str, devices) -> dict:
             (tr.batch_size, tr.seq_len), np.int32, sharding=setup.batch_sharding
         )
     }
-    compiled = setup.train_step.lower(setup.abstract, batch).compile()
+    t0 = time.perf_counter()
+    lowered = setup.train_step.lower(setup.abstract, batch)
+    t1 = time.perf_counter()
+    print(
+        f"[{stage}] lowered in {t1 - t0:.0f} s; compiling for {len(devices)} chips", file=sys.stderr
+    )
+    compiled = lowered.compile()
+    print(f"[{stage}] compiled in {time.perf_counter() - t1:.0f} s", file=sys.stderr, flush=True)
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
