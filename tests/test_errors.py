@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from etils.epath import backend as epath_backend
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.registry import _registry
 
@@ -77,7 +78,10 @@ def fake_gcs(tmp_path, monkeypatch):
     os.makedirs(f"{FakeGCS.root}/bucket")
     for name in ("gs", "gcs"):
         monkeypatch.setitem(_registry, name, FakeGCS)
-    return FakeGCS.root
+    cached = epath_backend.fsspec_backend._get_filesystem  # etils memoises the filesystem
+    cached.cache_clear()
+    yield FakeGCS.root
+    cached.cache_clear()
 
 
 def test_gs_workdir_through_epath(fake_gcs, capsys):
