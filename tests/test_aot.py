@@ -43,3 +43,15 @@ def test_tiny_stage1_compiles_for_a_v5e_4(tmp_path):
     assert 0 < row["total_bytes"] < 2**30 and row["hbm_bytes"] == 16 * 2**30
     assert row["argument_bytes"] > 4 * 600_000  # 0.6M float32 params (+ Adam) per chip
     assert row["xla_flops_per_chip"] > 0 and row["model_flops_per_step"] > 0
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason="needs the libtpu wheel: pip install 'colajax[aot]'")
+def test_a_step_that_does_not_fit_is_reported_with_exit_3():
+    """XLA refuses the program (RESOURCE_EXHAUSTED): one line saying what it needs, exit 3."""
+    cmd = [sys.executable, "-m", "colajax.main", "aot", "--config", "experiments/tiny.py:synthetic"]
+    cmd += ["--topology", "v5e-1", "--stage", "vae", "--config.train.batch_size=16384"]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 3, out.stderr[-3000:]
+    assert "DOES NOT FIT" in out.stdout and "exceeds available HBM" in out.stdout
+    assert "Traceback" not in out.stderr

@@ -48,7 +48,12 @@ def compile_stage(config, stage: str, devices) -> dict:
     print(
         f"[{stage}] lowered in {t1 - t0:.0f} s; compiling for {len(devices)} chips", file=sys.stderr
     )
-    compiled = lowered.compile()
+    try:
+        compiled = lowered.compile()
+    except jax.errors.JaxRuntimeError as e:  # XLA refuses a program that cannot fit the HBM
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        return _oom(stage, mesh, setup, str(e))
     print(f"[{stage}] compiled in {time.perf_counter() - t1:.0f} s", file=sys.stderr, flush=True)
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
@@ -69,6 +74,31 @@ def compile_stage(config, stage: str, devices) -> dict:
         "xla_flops_per_chip": float((cost or {}).get("flops", 0.0)),
         "model_flops_per_step": float(setup.flops_per_step()),
         "tokens_per_step": int(tr.batch_size * tr.seq_len),
+    }
+
+
+def _oom(stage, mesh, setup, message: str) -> dict:
+    """The result row of a step XLA rejected as too large ('... required for HLO temporaries
+    (77.40G) exceeds available HBM (31.25G)')."""
+    import re
+
+    need = re.search(r"required for [^(]*\(([\d.]+)([KMGT])\)", message)
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    temp = int(float(need.group(1)) * scale[need.group(2)]) if need else 0
+    tr = setup.config.train
+    return {
+        "stage": stage,
+        "mesh": dict(mesh.shape),
+        "argument_bytes": 0,
+        "output_bytes": 0,
+        "temp_bytes": temp,
+        "alias_bytes": 0,
+        "code_bytes": 0,
+        "total_bytes": temp,
+        "xla_flops_per_chip": 0.0,
+        "model_flops_per_step": float(setup.flops_per_step()),
+        "tokens_per_step": int(tr.batch_size * tr.seq_len),
+        "error": message.strip().splitlines()[0][:300],
     }
 
 
@@ -110,7 +140,8 @@ def main(argv: list[str]) -> int:
     fits = True
     for r in results:
         r.update(topology=tpu.name, num_slices=slices, chips=tpu.chips * slices)
-        r.update(hbm_bytes=tpu.hbm_bytes, fits=r["total_bytes"] <= tpu.hbm_bytes)
+        fit = "error" not in r and r["total_bytes"] <= tpu.hbm_bytes
+        r.update(hbm_bytes=tpu.hbm_bytes, fits=fit)
         fits &= r["fits"]
         print(json.dumps(r) if args.json else _describe(r), flush=True)
     return 0 if fits else 3
@@ -135,6 +166,12 @@ def _topology_devices(tpu, slices: int):
 
 def _describe(r: dict) -> str:
     verdict = "fits" if r["fits"] else "DOES NOT FIT"
+    if "error" in r:  # XLA refused to compile it
+        return (
+            f"[{r['stage']}] {r['topology']} x {r['num_slices']} slice(s) = {r['chips']} chips, "
+            f"mesh {r['mesh']}: DOES NOT FIT ({r['error']}). Raise config.optim.grad_accum, "
+            "shard more (mesh.shape.fsdp) or take a larger slice."
+        )
     tflop = r["xla_flops_per_chip"] / 1e12
     return "\n".join(
         [
