@@ -37,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.vae.remat = c.dit.remat = True
 
     c.mesh.shape.data, c.mesh.shape.fsdp, c.mesh.shape.tensor = -1, 16, 1
+    c.optim.grad_accum = 2  # 2 x 704: Stage 2 needs it on v5p-128 (`colajax aot`, README)
 
     t = c.train
     t.batch_size, t.seq_len = 1408, 512

@@ -71,10 +71,15 @@ def compile_stage(config, stage: str, devices) -> dict:
         "code_bytes": int(code),
         # donated state: outputs reuse the argument buffers (alias), so count them once
         "total_bytes": int(arg + out - alias + temp + code),
-        "xla_flops_per_chip": float((cost or {}).get("flops", 0.0)),
+        # XLA counts a loop body once: the grad_accum scan runs it grad_accum times
+        "xla_flops_per_chip": float((cost or {}).get("flops", 0.0)) * int(cfg_accum(setup)),
         "model_flops_per_step": float(setup.flops_per_step()),
         "tokens_per_step": int(tr.batch_size * tr.seq_len),
     }
+
+
+def cfg_accum(setup) -> int:
+    return max(1, int(setup.config.optim.grad_accum))
 
 
 def _oom(stage, mesh, setup, message: str) -> dict:
