@@ -28,7 +28,9 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "tpu": ["jax[tpu]>=0.10.2,<0.12"],
+        "tpu": ["jax[tpu]>=0.10.2,<0.12", "gcsfs>=2024.6", "google-cloud-storage>=2.14"],
+        "aot": ["libtpu==0.0.42.1"],  # compile for TPU slices on a CPU host (colajax aot)
+        "gcs": ["gcsfs>=2024.6", "google-cloud-storage>=2.14"],  # gs:// workdirs and data
         "gpu": ["jax[cuda12]>=0.10.2,<0.12"],
         "hf": ["safetensors>=0.4", "tokenizers>=0.19"],
         "test": ["pytest>=8", "chex>=0.1.90", "ruff>=0.6", "safetensors>=0.4", "tokenizers>=0.19"],

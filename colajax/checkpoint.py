@@ -7,9 +7,12 @@ experiment config, model configs, step). Imported HF weights are a root with ste
 """
 
 import contextlib
+import logging
 import os
 import shutil
+import sys
 import tempfile
+import traceback
 from collections.abc import Iterable
 from typing import Any
 
@@ -173,11 +176,11 @@ def restore_params(directory: str, abstract_params: Any = None, step: int | None
 
     `abstract_params` (a pytree of `jax.ShapeDtypeStruct` with shardings) places the arrays on
     the current mesh; a checkpoint written on N devices restores onto any other mesh.
-    Without it, arrays are restored as saved on a single device.
+    Without it, arrays are restored whole on this process's first local device.
     """
     with _open_step(directory, step, READ_HINT) as (mngr, step):
         if abstract_params is None:
-            dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             abstract_params = jax.tree.map(
                 lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev),
                 _stored_params(mngr, step),
@@ -280,6 +283,8 @@ class TrainCheckpointer:
     def restore_latest(self, abstract_params, abstract_opt_state, log=print) -> dict | None:
         """Restore the newest readable step (see the class docstring); None if there is none."""
         steps = sorted(self.all_steps(), reverse=True)
+        if len(steps) > 1:
+            _quiet_abandoned_reads()
         errors = []
         for step in steps:
             try:
@@ -332,6 +337,44 @@ class TrainCheckpointer:
     def close(self) -> None:
         self._mngr.wait_until_finished()
         self._mngr.close()
+
+
+_QUIET = False
+
+
+def _quiet_abandoned_reads() -> None:
+    """Hide the noise of the reads Orbax abandons when a restore fails (once per process).
+
+    Orbax reads every array of a step concurrently (`asyncio.gather` in a fresh event loop,
+    `orbax.checkpoint._src.asyncio_utils.run_sync`) and closes that loop as soon as the call
+    returns. When one read fails (a corrupt step), the call raises at once while the sibling
+    tensorstore reads are still running; as each finishes, tensorstore schedules its callback on
+    the closed loop ("RuntimeError: Event loop is closed", reported from its thread as an
+    unraisable exception) and the failed sibling tasks are collected unretrieved (asyncio logs
+    "Task exception was never retrieved"). Their results are discarded, so both reports are
+    noise after our own warning; this filters exactly those two and nothing else.
+    """
+    global _QUIET
+    if _QUIET:
+        return
+    _QUIET = True
+    previous = sys.unraisablehook
+
+    def hook(u):
+        closed = (
+            isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"
+        )
+        if not (closed and u.object is None):
+            previous(u)
+
+    def from_orbax(record: logging.LogRecord) -> bool:
+        tb = record.exc_info[2] if record.exc_info else None
+        frames = traceback.extract_tb(tb) if tb else []
+        unretrieved = record.getMessage().startswith("Task exception was never retrieved")
+        return not (unretrieved and any("/orbax/" in f.filename for f in frames))
+
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(from_orbax)
 
 
 def restore_subtree(directory: str, abstract: dict, step: int | None = None, *, hint=READ_HINT):

@@ -7,11 +7,13 @@ is locked so a typo can never silently add a field.
 """
 
 import ast
+import contextlib
 import difflib
 import importlib
 import importlib.util
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,16 +66,37 @@ def load_config(
     `num_devices` (if given) also checks that the mesh shape fits that many devices.
     """
     path, arg = split_spec(spec)
-    module = _import_file(path)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"{path} defines no get_config(arg); it is not an experiment config.")
-    config = module.get_config(arg) if arg is not None else module.get_config()
+    with _config_errors(path):
+        module = _import_file(path)
+        if not hasattr(module, "get_config"):
+            raise ValueError(f"{path} defines no get_config(arg); it is not an experiment config.")
+        config = module.get_config(arg) if arg is not None else module.get_config()
     if not isinstance(config, ml_collections.ConfigDict):
         raise ValueError(f"{path}: get_config must return an ml_collections.ConfigDict.")
     apply_overrides(config, overrides)
     config.lock()
     validate(config, num_devices=num_devices)
     return config
+
+
+@contextlib.contextmanager
+def _config_errors(path: str):
+    """A broken experiment file -> ValueError `file:line: problem` (no traceback to read)."""
+    try:
+        yield
+    except SyntaxError as e:  # IndentationError too
+        where = f"{e.filename or path}:{e.lineno}" + (f":{e.offset}" if e.offset else "")
+        code = f" `{e.text.strip()}`" if e.text and e.text.strip() else ""
+        raise ValueError(
+            f"{where}: {type(e).__name__}: {e.msg}{code}; fix the config file there."
+        ) from None
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as e:  # noqa: BLE001 -- any error while running the user's file
+        full = os.path.abspath(path)
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == full]
+        where = f"{path}:{frames[-1].lineno}" if frames else path
+        raise ValueError(f"{where}: {type(e).__name__}: {e}; fix the config file there.") from None
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> None:
@@ -245,6 +268,46 @@ def mesh_shape(config, num_devices: int) -> dict[str, int]:
     return {k: shape[k] for k in MESH_AXES}
 
 
+def dcn_shape(config, mesh: dict[str, int]) -> dict[str, int]:
+    """How `config.mesh.num_slices` slices split the resolved mesh `mesh`: the DCN (between
+    slices) factor of each axis from `config.mesh.dcn_shape` (one axis may be -1)."""
+    slices = int(config.mesh.get("num_slices", 1) or 1)
+    dcn = dict(config.mesh.get("dcn_shape", None) or {"data": -1})
+    dcn = {a: int(dcn.get(a, 1)) for a in MESH_AXES}
+    fill = [a for a, v in dcn.items() if v == -1]
+    fixed = 1
+    for v in dcn.values():
+        fixed *= v if v != -1 else 1
+    if slices < 1 or len(fill) > 1 or any(v == 0 or v < -1 for v in dcn.values()):
+        raise ValueError(
+            f"config.mesh.num_slices={slices}, dcn_shape={dcn}: use num_slices >= 1 and "
+            "positive DCN sizes with at most one -1."
+        )
+    if fill:
+        if slices % fixed:
+            raise ValueError(f"config.mesh.dcn_shape {dcn} does not divide {slices} slices.")
+        dcn[fill[0]] = slices // fixed
+    if _prod(dcn.values()) != slices:
+        raise ValueError(
+            f"config.mesh.dcn_shape {dcn} spans {_prod(dcn.values())} slices but "
+            f"config.mesh.num_slices={slices}; make the product match (or use -1)."
+        )
+    for a in MESH_AXES:
+        if mesh[a] % dcn[a]:
+            raise ValueError(
+                f"mesh axis {a}={mesh[a]} is not divisible by its DCN factor {dcn[a]} "
+                f"(config.mesh.dcn_shape.{a}); each slice must hold an equal part of it."
+            )
+    return dcn
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
+
+
 def validate(config, num_devices: int | None = None) -> None:
     """Raise ValueError naming the first inconsistent field and how to fix it: the family's
     own checks (`config.model`, its sections, `config.stage`), then the shared sections."""
@@ -274,6 +337,7 @@ def validate(config, num_devices: int | None = None) -> None:
             )
     if num_devices is not None:
         shape = mesh_shape(config, num_devices)
+        dcn_shape(config, shape)
         per_step = tr.batch_size // opt.grad_accum
         data_par = shape["data"] * shape["fsdp"]
         if per_step % data_par:

@@ -27,6 +27,7 @@ PEAK_TABLE: dict[str, dict[str, float]] = {
     "tpu v6e": {"bfloat16": 918e12},
     "a100": {"bfloat16": 312e12, "float32": 19.5e12},
     "h100": {"bfloat16": 989e12, "float32": 67e12},  # SXM dense
+    "h100 pcie": {"bfloat16": 756e12, "float32": 51e12},
     "h200": {"bfloat16": 989e12, "float32": 67e12},
 }
 

@@ -16,6 +16,7 @@ COMMANDS = {
         "colajax.cli.import_hf",
         "convert released HF weights to a colajax checkpoint",
     ),
+    "aot": ("colajax.cli.aot", "will it fit? compile the train step for a TPU slice on CPU"),
     "bench": ("colajax.cli.bench", "benchmarks printing JSON (train, generate, matmul)"),
     "tokenizer": ("colajax.cli.tokenizer", "train a SentencePiece tokenizer"),
     "data": ("colajax.cli.data", "data preparation: `data eval-sets` builds the task JSONL files"),

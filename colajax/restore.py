@@ -104,10 +104,11 @@ def parse_mesh(spec: str) -> dict[str, int]:
     return shape
 
 
-def make_mesh(spec: str) -> Mesh:
-    """Mesh of `spec` over all devices (with a -1 axis) or over the first prod(sizes) devices."""
+def make_mesh(spec: str, *, local: bool = False) -> Mesh:
+    """Mesh of `spec` over all devices (with a -1 axis) or over the first prod(sizes) devices;
+    `local`: this process's devices only (every process holds a whole copy of the model)."""
     shape = parse_mesh(spec)
-    devices = jax.devices()
+    devices = jax.local_devices() if local else jax.devices()
     if -1 not in shape.values():
         n = math.prod(shape.values())
         if n > len(devices):
@@ -130,11 +131,12 @@ def read_model_info(directory: str, step: int | None = None):
 
 
 def load_model(
-    directory: str, mesh_spec: str = "data=-1", *, step: int | None = None
+    directory: str, mesh_spec: str = "data=-1", *, step: int | None = None, local: bool = False
 ) -> LoadedModel:
-    """Restore the parameters of a checkpoint's models onto the mesh `mesh_spec`."""
+    """Restore the parameters of a checkpoint's models onto the mesh `mesh_spec` (over this
+    process's devices only with `local`)."""
     family, models, meta, root, step = read_model_info(directory, step)
-    mesh = make_mesh(mesh_spec)
+    mesh = make_mesh(mesh_spec, local=local)
     target = family.abstract_params(models, mesh, mesh_rules(meta))
     try:
         params, _, _ = checkpoint.restore_subtree(root, target, step)

@@ -15,17 +15,54 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from colajax.config import MESH_AXES, mesh_shape
+from colajax.config import MESH_AXES, dcn_shape, mesh_shape
 
 
 def make_mesh(config, devices=None) -> Mesh:
-    """Mesh (data, fsdp, tensor) from `config.mesh.shape` over `devices` (default: all)."""
+    """Mesh (data, fsdp, tensor) from `config.mesh.shape` over `devices` (default: all).
+
+    With `config.mesh.num_slices` > 1 the mesh is hybrid: each axis is split into an ICI part
+    (inside a slice) and a DCN part (across slices, `config.mesh.dcn_shape`), so that only
+    the DCN axes' collectives cross the slow data-centre network.
+    """
     devices = jax.devices() if devices is None else list(devices)
+    axis_types = (AxisType.Auto,) * len(MESH_AXES)
+    if _slices(config) > 1:
+        return Mesh(device_grid(config, devices), MESH_AXES, axis_types=axis_types)
     shape = mesh_shape(config, len(devices))
     sizes = tuple(shape[a] for a in MESH_AXES)
-    return jax.make_mesh(
-        sizes, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
+    try:
+        return jax.make_mesh(sizes, MESH_AXES, axis_types=axis_types, devices=devices)
+    except NotImplementedError:  # an axis is no product of whole torus axes (16 on 8x8)
+        from jax.experimental import mesh_utils
+
+        grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
+        return Mesh(grid, MESH_AXES, axis_types=axis_types)
+
+
+def device_grid(config, devices) -> np.ndarray:
+    """The hybrid ICI x DCN device array of a multi-slice mesh (see `make_mesh`). Slices are
+    the devices' `slice_index` (TPU), else processes (e.g. one process per GPU node)."""
+    from jax.experimental import mesh_utils
+
+    shape = mesh_shape(config, len(devices))
+    dcn = dcn_shape(config, shape)
+    ici = tuple(shape[a] // dcn[a] for a in MESH_AXES)
+    by_slice = all(getattr(d, "slice_index", None) is not None for d in devices)
+    granules = {getattr(d, "slice_index", None) if by_slice else d.process_index for d in devices}
+    if len(granules) != _slices(config):
+        what = "slices (device.slice_index)" if by_slice else "processes"
+        raise ValueError(
+            f"config.mesh.num_slices={_slices(config)} but the devices form {len(granules)} "
+            f"{what}; set num_slices to the job's slice count."
+        )
+    return mesh_utils.create_hybrid_device_mesh(
+        ici, tuple(dcn[a] for a in MESH_AXES), devices, process_is_granule=not by_slice
     )
+
+
+def _slices(config) -> int:
+    return int(config.mesh.get("num_slices", 1) or 1)
 
 
 def rules_of(config) -> dict[str, tuple[str, ...]]:

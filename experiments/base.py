@@ -148,6 +148,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Device mesh and logical-axis rules (colajax/sharding.py).
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})  # -1 fills
+    c.mesh.num_slices = 1  # TPU slices (multi-slice over DCN) or process groups; >1: hybrid mesh
+    # dcn_shape: the part of each mesh axis that spans slices (product = num_slices, -1 fills);
+    # data (default): only the gradient all-reduce crosses the data-centre network
+    c.mesh.dcn_shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     c.mesh.rules = r = ml_collections.ConfigDict()  # logical axis -> mesh axes (() = replicate)
     r.batch = ("data", "fsdp")  # activation batch
     r.length = ()  # activation sequence length

@@ -6,12 +6,16 @@ warmup 5k steps 1e-6 -> 1.5e-4, cosine to 1e-5 at 1M steps; batch 1408 x 512; bf
 with float32 masters; remat on. The mesh is an example for a 64-chip TPU pod slice (v5p-128):
 fsdp 16 x data 4. Set config.data to your pretraining corpus (array_record) and tokenizer.
 
-TPU VM slice (every worker runs the same command):
+TPU VM slice (every worker runs the same command; jax.distributed starts by itself):
 
-    gcloud compute tpus tpu-vm ssh $TPU --worker=all --command "cd colajax && \
-      python -m colajax.main train --distributed --config experiments/cola_2b.py \
-      --workdir gs://$BUCKET/cola_2b --config.data.path=gs://$BUCKET/data/*.array_record \
-      --config.data.tokenizer=gs://$BUCKET/olmo2/tokenizer.json"
+    python -m launch.tpu_vm create --name cola --zone ZONE --type v5p-128 --mode spot
+    python -m launch.tpu_vm setup --name cola --zone ZONE
+    python -m launch.tpu_vm run --name cola --zone ZONE --run cola2b -- colajax train \
+      --config experiments/cola_2b.py --workdir gs://$BUCKET/cola_2b \
+      --config.data.path=gs://$BUCKET/data/*.array_record \
+      --config.data.tokenizer=gs://$BUCKET/olmo2/tokenizer.json
+
+Will it fit? `colajax aot --config experiments/cola_2b.py --topology v5p-128` (README).
 
 Stage 1 only / Stage 2 from an existing VAE:
 
@@ -34,6 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.vae.remat = c.dit.remat = True
 
     c.mesh.shape.data, c.mesh.shape.fsdp, c.mesh.shape.tensor = -1, 16, 1
+    c.optim.grad_accum = 2  # 2 x 704: Stage 2 needs it on v5p-128 (`colajax aot`, README)
 
     t = c.train
     t.batch_size, t.seq_len = 1408, 512
@@ -45,5 +50,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a.path = "gs://YOUR_BUCKET/pretrain/*.array_record"
     a.record_format = "auto"
     a.tokenizer = "gs://YOUR_BUCKET/olmo2/tokenizer.json"
-    c.metrics.peak_flops = 459e12  # TPU v5p bf16 peak per chip
+    # MFU: the peak of the chip actually present (colajax.hardware.PEAK_TABLE)
     return c

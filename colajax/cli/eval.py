@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from colajax import distributed
 from colajax.cli.options import add_generation_args, gen_options
 from colajax.eval import tasks
 from colajax.eval.benchmark import run_benchmark
@@ -56,6 +57,7 @@ def parser() -> argparse.ArgumentParser:
     )
     add_generation_args(p, seed=66)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    distributed.add_flag(p)
     return p
 
 
@@ -82,6 +84,7 @@ def main(argv: list[str]) -> int:
         return eval_diagnostics.main(argv[1:])
     args = parser().parse_args(argv)
     try:
+        distributed.maybe_initialize(args.distributed)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         args.gen = gen_options(args)
@@ -93,7 +96,7 @@ def main(argv: list[str]) -> int:
             result = {"evaluated_steps": runner.evaluate_run(args.checkpoint, args, args.out)}
         else:
             result = run_benchmark(args)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError) as err:
         print(f"colajax eval: error: {err}", file=sys.stderr)
         return 1
     print(json.dumps(result))

@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from colajax import distributed
 from colajax.cli.options import add_generation_args, gen_options
 
 
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mesh", default="data=-1", help="e.g. data=-1 or fsdp=8")
     p.add_argument("--json", action="store_true", help="one JSON object per prompt")
     add_generation_args(p)
+    distributed.add_flag(p)
     return p
 
 
@@ -61,6 +63,13 @@ def read_prompts(args) -> list[str]:
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     try:
+        distributed.maybe_initialize(args.distributed)
+    except (ValueError, RuntimeError) as e:
+        print(f"colajax generate: error: {e}", file=sys.stderr)
+        return 2
+    import jax
+
+    try:
         from colajax import restore
 
         if args.batch_size < 1:
@@ -73,7 +82,8 @@ def main(argv: Sequence[str]) -> int:
         for p, i in zip(prompts, ids, strict=True):
             if not i:
                 raise ValueError(f"prompt {p!r} encodes to no tokens; use a longer prompt.")
-        loaded = restore.load_model(args.checkpoint, args.mesh, step=args.step)
+        local = jax.process_count() > 1  # each process generates on its own devices
+        loaded = restore.load_model(args.checkpoint, args.mesh, step=args.step, local=local)
         generate = family.generator(loaded.params, loaded.models, loaded.meta, tok, opts)
         outs = []
         for start in range(0, len(ids), args.batch_size):
@@ -82,6 +92,8 @@ def main(argv: Sequence[str]) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"colajax generate: error: {e}", file=sys.stderr)
         return 2
+    if jax.process_index() != 0:  # every process generated the same text; one prints it
+        return 0
     for i, (prompt, out) in enumerate(zip(prompts, outs, strict=True)):
         text = tok.decode(out)
         if args.json:

@@ -20,8 +20,11 @@ USAGE = "colajax sweep {plan|run|eval|report} EXP [--root DIR] [options]"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from colajax import distributed
+
     p.add_argument("experiment", help="experiment file with get_sweep(), optionally :arg")
     p.add_argument("--root", default=None, help="sweep root (default: runs/<sweep name>)")
+    distributed.add_flag(p)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,7 +90,7 @@ def main(argv: list[str]) -> int:
         from colajax.sweep import runner
         from colajax.sweep.spec import load_sweep
 
-        distributed.maybe_initialize("auto")
+        distributed.maybe_initialize(args.distributed)
         sweep = load_sweep(args.experiment)
         root = args.root or runner.default_root(sweep)
         if args.command == "plan":
@@ -114,7 +117,7 @@ def main(argv: list[str]) -> int:
             for line in result["fit_lines"] + result["notes"]:
                 print(line)
             print(json.dumps({k: result[k] for k in ("csv", "pngs", "fits", "rows")}))
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
         print(f"colajax sweep {args.command}: error: {e}", file=sys.stderr)
         return 1
     return 0

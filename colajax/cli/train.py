@@ -4,6 +4,10 @@ Runs `config.stage` (vae | prior | both) into DIR and resumes automatically from
 readable checkpoint. Exit status: 0 when done or preempted (SIGTERM: saved, rerun to resume),
 1 on bad input or a non-finite loss (message on stderr, no traceback).
 
+Multi-host: every process of a TPU pod slice, SLURM step or COLAJAX_COORDINATOR job runs the
+same command; jax.distributed starts by itself (`--distributed auto|on|off`, colajax.distributed).
+SIGTERM on any process saves the same step on all of them.
+
 Compiled programs are cached on disk (XLA persistent cache) in $COLAJAX_COMPILE_CACHE, default
 ~/.cache/colajax/xla, so a rerun or resume does not recompile; set it to '' to disable.
 JAX_COMPILATION_CACHE_DIR, if set, takes precedence.
@@ -13,19 +17,51 @@ import argparse
 import os
 import sys
 
+from colajax import distributed
+
 USAGE = "colajax train --config experiments/X.py[:arg] --workdir DIR [--config.a.b=v ...]"
+
+
+def check_workdir(workdir: str) -> None:
+    """ValueError (one line) if `workdir` cannot be a run directory; local or gs:// (etils)."""
+    from etils import epath
+
+    try:
+        path = epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
+        is_file = path.exists() and not path.is_dir()
+    except ImportError as e:  # gs:// without gcsfs
+        raise ValueError(
+            f"--workdir {workdir}: gs:// needs the Google Cloud Storage packages ({e}): pip "
+            "install 'colajax[gcs]'; the VM's service account needs storage.objectUser on the "
+            "bucket."
+        ) from None
+    if is_file:
+        raise ValueError(
+            f"--workdir {workdir} is an existing file, not a directory; pass a directory path "
+            "(it is created if missing)."
+        )
+    for parent in [] if "://" in workdir else path.parents:  # a file on the way: mkdir fails
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"--workdir {workdir}: {parent} is a file, so the directory cannot be "
+                    "created; choose another path."
+                )
+            break
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="colajax train", usage=USAGE, description=__doc__)
     p.add_argument("--config", required=True, help="experiment file, optionally :arg")
     p.add_argument("--workdir", required=True, help="run directory (checkpoints, metrics)")
-    p.add_argument(
-        "--distributed",
-        action="store_true",
-        help="call jax.distributed.initialize() first (multi-host TPU/GPU jobs)",
-    )
+    distributed.add_flag(p)
     args, rest = p.parse_known_args(argv)
+    try:
+        check_workdir(args.workdir)
+        distributed.maybe_initialize(args.distributed)
+    except (ValueError, RuntimeError) as e:
+        print(f"colajax train: {e}", file=sys.stderr)
+        return 1
 
     import jax
 
@@ -37,8 +73,6 @@ def main(argv: list[str]) -> int:
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     try:
-        if args.distributed:
-            jax.distributed.initialize()
         overrides = config_lib.overrides_from_argv(rest)
         config = config_lib.load_config(args.config, overrides, num_devices=jax.device_count())
         result = trainer.train(config, args.workdir)

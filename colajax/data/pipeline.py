@@ -126,11 +126,22 @@ class TrainIterator(grain.DatasetIterator):
         return {"grain": self._parent.get_state(), **self._meta}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Resume at the saved position. A different process count (resuming a pod job on
+        another slice size) keeps the number of global batches consumed; each process then
+        reads its new shard from that point, so the order differs from an uninterrupted run."""
         saved = {k: state.get(k) for k in self._meta}
-        if saved != self._meta:
+        same = {k: v for k, v in self._meta.items() if k != "process_count"}
+        if {k: saved[k] for k in same} != same:
             raise ValueError(
                 f"data iterator state was saved with {saved} but this pipeline has {self._meta}; "
-                "restore with the same seed, seq_len, global batch and process count."
+                "restore with the same seed, seq_len and global batch."
+            )
+        if saved["process_count"] != self._meta["process_count"] and jax.process_index() == 0:
+            print(
+                f"WARNING: data state saved by {saved['process_count']} processes, resumed by "
+                f"{self._meta['process_count']}: each process continues its new shard after "
+                f"the same number of global batches ({state['grain']}).",
+                flush=True,
             )
         self._parent.set_state(state["grain"])
 

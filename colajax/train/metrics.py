@@ -93,10 +93,18 @@ class MetricsWriter:
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self._tb = None
         self._jsonl = None
+        self._remote = None  # gs://: objects cannot be appended to, so the file is rewritten
         if not self.enabled:
             return
-        os.makedirs(workdir, exist_ok=True)
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+        if "://" in workdir:
+            from etils import epath
+
+            self._remote = epath.Path(workdir) / "metrics.jsonl"
+            self._remote.parent.mkdir(parents=True, exist_ok=True)
+            self._rows = self._remote.read_text() if self._remote.exists() else ""
+        else:
+            os.makedirs(workdir, exist_ok=True)
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -106,8 +114,13 @@ class MetricsWriter:
         if not self.enabled:
             return
         row = {f"{prefix}/{k}": float(np.asarray(v)) for k, v in metrics.items()}
-        self._jsonl.write(json.dumps({"step": int(step), **row}) + "\n")
-        self._jsonl.flush()
+        line = json.dumps({"step": int(step), **row}) + "\n"
+        if self._remote is not None:
+            self._rows += line
+            self._remote.write_text(self._rows)
+        else:
+            self._jsonl.write(line)
+            self._jsonl.flush()
         if self._tb is not None:
             for k, v in row.items():
                 self._tb.add_scalar(k, v, int(step))

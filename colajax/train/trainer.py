@@ -23,7 +23,7 @@ import numpy as np
 
 from colajax import checkpoint as ckpt_lib
 from colajax import config as config_lib
-from colajax import families, hardware
+from colajax import distributed, families, hardware
 from colajax import restore as restore_lib
 from colajax.sweep import budgets as budgets_lib
 from colajax.train import data as data_lib
@@ -70,8 +70,9 @@ class _Preemption:
         self.flag = True
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+        if threading.current_thread() is threading.main_thread():
+            # None: the old handler was not Python's (JAX's preemption notifier); default then
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._old is None else self._old)
 
 
 def _merge(state: TrainState) -> dict:
@@ -258,6 +259,7 @@ def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, budget, st
         ckpt.save(at, _merge(state), state.opt_state, train_iter.get_state(), meta)
         saved_at = at
 
+    vote = distributed.StopVote(name)
     with _Preemption() as preempt:
         while step < total:
             batch = next(train_iter)
@@ -271,9 +273,11 @@ def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, budget, st
                 first = False
             else:
                 tput.tick()
-            stop = preempt.flag
+            # SIGTERM on any process -> all stop at this step; JAX's preemption sync (a notice
+            # that arrived before our handler was installed) agrees on a step by itself
+            stop = vote(step, preempt.flag)
             if jax.process_count() > 1:
-                stop = ckpt.reached_preemption(step)
+                stop = ckpt.reached_preemption(step) or stop
             if step % tr.ckpt_every == 0 or step in budget.steps or stop:
                 save(step)
             if eval_batches is not None and tr.eval_every > 0 and step % tr.eval_every == 0:
@@ -284,7 +288,12 @@ def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, budget, st
                 tput.reset()
             if stop:
                 ckpt.wait()
-                log(f"[{name}] preempted (SIGTERM): saved step {step}; rerun to resume")
+                who = f" process {jax.process_index()}/{jax.process_count()}:"
+                print(
+                    f"[{name}]{who if jax.process_count() > 1 else ''} preempted (SIGTERM): "
+                    f"saved step {step}; rerun to resume",
+                    flush=True,
+                )
                 return {"status": "preempted", "step": step, "metrics": last, "eval": evals}
             if stop_after is not None and step >= stop_after:
                 drain()

@@ -1,0 +1,1 @@
+"""Job launchers (TPU VMs, xpk/GKE, SLURM, sweeps); no JAX imports."""
