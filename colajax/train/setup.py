@@ -119,15 +119,16 @@ def _build(config, name, mesh, make_stage, make_optimizer) -> StageSetup:
     )
     batch_sh = shd.batch_sharding(mesh, rules)
     metrics_sh = shd.replicated(mesh)
-    batch_tree = {"tokens": batch_sh}
+    # One sharding for the whole batch dict (a pytree prefix): every [B, L] entry (tokens,
+    # loss_weights, segment_ids, ...) is split the same way, whatever keys a batch carries.
     train_step = step_lib.jit_train_step(
         step_lib.make_train_step(stage, optimizer, cfg.seed, cfg.optim.grad_accum),
         shardings,
-        batch_tree,
+        batch_sh,
         metrics_sh,
     )
     eval_step = step_lib.jit_eval_step(
-        step_lib.make_eval_step(stage, cfg.seed), shardings, batch_tree, metrics_sh
+        step_lib.make_eval_step(stage, cfg.seed), shardings, batch_sh, metrics_sh
     )
     return StageSetup(
         config=cfg,
