@@ -281,8 +281,7 @@ def validate(config, num_devices: int | None = None) -> None:
         raise ValueError(f"config.stage2.vae_mode must be one of {VAE_MODES}.")
     if opt.warmup_steps < 0 or opt.decay_steps < opt.warmup_steps:
         raise ValueError("config.optim: need 0 <= warmup_steps <= decay_steps.")
-    if not 0.0 <= config.objective.mask_ratio < 1.0:
-        raise ValueError("config.objective.mask_ratio must be in [0, 1).")
+    _validate_recipe(config, dit)
     if tr.keep < 1 or tr.ckpt_every < 1 or tr.log_every < 1:
         raise ValueError("config.train.keep, ckpt_every and log_every must be >= 1.")
     for logical, axes in config.mesh.rules.items():
@@ -303,6 +302,30 @@ def validate(config, num_devices: int | None = None) -> None:
                 f"micro-batch {per_step} (batch_size / grad_accum) is not divisible by the "
                 f"data-parallel size data*fsdp = {data_par}; change the batch or the mesh."
             )
+
+
+def _validate_recipe(config, dit: DiTConfig) -> None:
+    """The objective (every field, via ObjectiveConfig), Stage-1 schedule, clip scope, packing."""
+    from colajax.train import objectives, optim
+
+    try:
+        objectives.ObjectiveConfig.from_config(config.objective).round_dit_inputs(dit.dtype)
+        s1 = optim.stage_optim(config, "vae")
+    except ValueError as e:
+        raise ValueError(f"config.{e}" if str(e).startswith("objective.") else str(e)) from None
+    if s1.warmup_steps < 0 or s1.decay_steps < s1.warmup_steps:
+        raise ValueError(
+            "config.optim: Stage 1 needs 0 <= stage1_warmup_steps <= stage1_decay_steps (-1: "
+            f"derived from train.vae_steps); got {s1.warmup_steps} / {s1.decay_steps}."
+        )
+    if config.optim.clip_scope not in optim.CLIP_SCOPES:
+        raise ValueError(f"config.optim.clip_scope must be one of {optim.CLIP_SCOPES}.")
+    packing = ("stream", "docstart")
+    if config.data.packing not in packing or config.data.docstart_fill not in ("pad", "crop"):
+        raise ValueError(
+            f"config.data.packing must be one of {packing} (got {config.data.packing!r}) and "
+            f"config.data.docstart_fill 'pad' or 'crop' (got {config.data.docstart_fill!r})."
+        )
 
 
 def to_dict(config) -> dict:

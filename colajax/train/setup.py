@@ -111,7 +111,7 @@ def _build(config, name, mesh, make_stage, make_optimizer) -> StageSetup:
     if make_optimizer is not None:
         optimizer = make_optimizer(cfg, labels)
     else:
-        optimizer = optim.make_optimizer(cfg.optim, labels, group_lr)
+        optimizer = optim.make_optimizer(optim.stage_optim(cfg, name), labels, group_lr)
     shardings = state_lib.state_shardings(boxed_params, boxed_frozen, optimizer, mesh, rules)
     abstract = state_lib.abstract_state(boxed_params, boxed_frozen, optimizer, shardings)
     shd.assert_sufficiently_sharded(
