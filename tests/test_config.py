@@ -177,3 +177,27 @@ def test_objective_defaults_live_in_one_place_and_every_field_is_settable():
     stage = make_stage(c, "prior")
     assert dataclasses.asdict(stage.objective) == new
     assert stage.bf16_inputs is True  # 'on' rounds the inputs of a float32 DiT
+
+
+def test_cola_2b_uses_the_released_recipe_where_the_paper_is_silent():
+    from colajax.train.objectives import ObjectiveConfig
+    from colajax.train.optim import DECAY_ALL
+
+    c = config_lib.load_config("experiments/cola_2b.py")
+    o = ObjectiveConfig.from_config(c.objective)
+    assert (o.timestep_sampling, o.prompt_block_prob, o.t_loc, o.t_scale) == (
+        "sequence",
+        0.05,
+        1,
+        1,
+    )
+    assert o.round_dit_inputs(c.dit.dtype) and o.vae_sample
+    assert tuple(c.optim.wd_exclude) == DECAY_ALL and c.optim.clip_scope == "dit"
+    assert (c.data.packing, c.data.docstart_fill, c.data.docstart_buffer) == (
+        "docstart",
+        "crop",
+        1000,
+    )
+    # the paper's own numbers stay: AdamW (0.9, 0.95), wd 0.01, clip 1, 1408 x 512
+    assert (c.optim.b2, c.optim.weight_decay, c.optim.clip_norm) == (0.95, 0.01, 1.0)
+    assert (c.train.batch_size, c.train.seq_len) == (1408, 512)
