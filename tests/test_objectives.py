@@ -248,6 +248,29 @@ def test_vae_terms_with_a_perfect_stand_in_vae():
     np.testing.assert_allclose(t["neg_entropy"], neg_ent, rtol=1e-5)
 
 
+def test_vae_terms_loss_weights_score_tokens_not_inputs():
+    """`loss_weights` 0: the token is still encoded and decoded, but not averaged over."""
+    encode, decode = _onehot_vae()
+    tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 16), 0, V)
+    w = jnp.ones((2, 16)).at[:, 8:].set(0.0)
+    calls = []
+    enc = lambda ids, seg, pos: (calls.append(ids.shape), encode(ids, seg, pos))[1]
+    rng = jax.random.PRNGKey(1)
+    t = jax.jit(
+        lambda tok, w: obj.vae_terms(
+            enc, decode, tok, rng, mask_ratio=0.5, mask_id=V, loss_weights_BL=w
+        )
+    )(tokens, w)
+    assert calls == [(2, 16), (2, 16)]  # every row is an input (clean and masked copy)
+    np.testing.assert_array_equal(t["weights"], w)
+    kl = 0.5 * (100.0 + (V + 1) * (np.exp(-30.0) - 1.0 + 30.0))
+    np.testing.assert_allclose(t["kl"], kl, rtol=1e-5)  # a mean over scored tokens
+    _, hit = obj.bert_mask(jax.random.fold_in(rng, obj._RNG_MASK), tokens, 0.5, V, w)
+    assert not bool(hit[:, 8:].any())  # unscored tokens are never masked
+    frac = float(hit.sum()) / float(w.sum())  # BERT CE = log V on the masked scored tokens
+    np.testing.assert_allclose(float(t["bert"]), frac * np.log(V), rtol=1e-5)
+
+
 def test_stage1_loss_combines_terms():
     encode, decode = _onehot_vae()
     tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 16), 0, V)
@@ -316,6 +339,20 @@ def test_prompt_block_repaint_pins_a_clean_prefix_at_t0_with_weight_0():
     np.testing.assert_array_equal(first[:, bs:], p_rows)
     assert not first[:, :bs].any()
     assert _layout(z0, p=0.0, bs=bs).pinned_BL is None  # p = 0: no repaint, no extra work
+
+
+def test_repaint_follows_packed_blocks():
+    """Blocks follow the positions: a short block of n rows pins 1 .. n - 1 of them (never a
+    1-row block), as the script's split ~ U{1 .. len - 1} per block."""
+    n = 3000
+    pos = jnp.broadcast_to(jnp.array([0, 1, 2, 3, 4, 0, 1, 2], jnp.int32), (n, 8))  # bs = 4
+    seg = jnp.broadcast_to(jnp.array([1, 1, 1, 1, 1, 2, 2, 2], jnp.int32), (n, 8))
+    lay = _layout(jnp.zeros((n, 8, C)), p=1.0, positions_BL=pos, segment_ids_BL=seg, bs=4)
+    pin = np.asarray(lay.pinned_BL)
+    full, single, short = pin[:, :4].sum(1), pin[:, 4], pin[:, 5:].sum(1)
+    assert set(np.unique(full)) == {1, 2, 3} and not single.any()
+    assert set(np.unique(short)) == {1, 2}
+    np.testing.assert_array_equal(pin[:, 5:], np.arange(3) < short[:, None])  # a prefix
 
 
 def test_pinned_rows_condition_exactly_like_per_row_t0(dit):

@@ -81,8 +81,9 @@ def draw(
     prompt_block_prob: float,
 ) -> FMDraw:
     """t per sequence (one per batch row, as released) or per block (one per noisy block),
-    logit-normal; noise; and the repaint: each block is hit with probability
-    `prompt_block_prob`, and a hit block pins its first `split` rows, split ~ U{1 .. bs - 1}."""
+    logit-normal; noise; and the repaint, as the script draws it: each block of n >= 2 rows is
+    hit with probability `prompt_block_prob`, and a hit block pins its first `split` rows,
+    split ~ U{1 .. n - 1} (n = bs, except for the short last block of a packed sample)."""
     if timestep_sampling not in TIMESTEP_SAMPLING:
         raise ValueError(
             f"objective.timestep_sampling={timestep_sampling!r}; use one of {TIMESTEP_SAMPLING}."
@@ -100,9 +101,11 @@ def draw(
     if prompt_block_prob > 0 and block_size > 1:
         r_hit, r_split = jax.random.split(jax.random.fold_in(rng, RNG_PIN))
         hit = jax.random.bernoulli(r_hit, prompt_block_prob, (b, length))
-        split = jax.random.randint(r_split, (b, length), 1, block_size)
+        u = jax.random.uniform(r_split, (b, length))
         take = lambda x: jnp.take_along_axis(x, start, axis=1)
-        pinned = take(hit) & (pos_BL % block_size < take(split))
+        n = jax.vmap(lambda s: jnp.zeros(length, jnp.int32).at[s].add(1)[s])(start)  # block rows
+        split = 1 + jnp.floor(take(u) * (n - 1)).astype(jnp.int32)
+        pinned = take(hit) & (n >= 2) & (pos_BL % block_size < split)
     return FMDraw(t_BL, eps, pinned)
 
 
