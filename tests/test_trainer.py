@@ -252,3 +252,21 @@ def test_sharded_equals_unsharded(stage, probe):
     get = lambda tree: functools.reduce(lambda t, k: t[k], probe, tree)
     init = single.init_state().params
     assert not np.allclose(get(init), get(p_one))
+
+
+@pytest.mark.slow  # ~1 min on 2 cores: a new step compile and the docstart packing of the corpus
+def test_docstart_batches_with_loss_weights_train_sharded(tmp_path):
+    """data.packing=docstart on the bundled corpus: batches {'tokens', 'loss_weights'} go through
+    the jitted step with one batch sharding (2x2x2 mesh), and the data state records the
+    packing."""
+    overrides = FAST + ["stage=vae", "train.vae_steps=2", "train.ckpt_every=2"]
+    overrides += ["train.eval_every=0", "data.packing=docstart", "data.docstart_fill=pad"]
+    overrides += ["mesh.shape.data=2", "mesh.shape.fsdp=2", "mesh.shape.tensor=2"]
+    config = load_config("experiments/tiny.py", overrides)
+    run = str(tmp_path / "run")
+    result = trainer.train_stage(config, "vae", run)
+    assert result["status"] == "done" and np.isfinite(result["metrics"]["loss"])
+    c = ck.TrainCheckpointer(os.path.join(run, "checkpoints"))
+    r = c.restore_latest(*_abstract_opt(config, "vae"))
+    c.close()
+    assert r["data_iter"]["packing"] == "docstart" and r["data_iter"]["grain"]["next_index"] == 2
