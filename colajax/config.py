@@ -324,6 +324,7 @@ def validate(config, num_devices: int | None = None) -> None:
         )
     if opt.warmup_steps < 0 or opt.decay_steps < opt.warmup_steps:
         raise ValueError("config.optim: need 0 <= warmup_steps <= decay_steps.")
+    _validate_recipe(config)
     if tr.keep < 1 or tr.ckpt_every < 1 or tr.log_every < 1:
         raise ValueError("config.train.keep, ckpt_every and log_every must be >= 1.")
     for logical, axes in config.mesh.rules.items():
@@ -345,6 +346,20 @@ def validate(config, num_devices: int | None = None) -> None:
                 f"micro-batch {per_step} (batch_size / grad_accum) is not divisible by the "
                 f"data-parallel size data*fsdp = {data_par}; change the batch or the mesh."
             )
+
+
+def _validate_recipe(config) -> None:
+    """The shared recipe fields: clip scope and packing (a family checks its objective)."""
+    from colajax.train import optim
+
+    if config.optim.clip_scope not in optim.CLIP_SCOPES:
+        raise ValueError(f"config.optim.clip_scope must be one of {optim.CLIP_SCOPES}.")
+    packing = ("stream", "docstart")
+    if config.data.packing not in packing or config.data.docstart_fill not in ("pad", "crop"):
+        raise ValueError(
+            f"config.data.packing must be one of {packing} (got {config.data.packing!r}) and "
+            f"config.data.docstart_fill 'pad' or 'crop' (got {config.data.docstart_fill!r})."
+        )
 
 
 def to_dict(config) -> dict:

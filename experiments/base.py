@@ -103,7 +103,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.lambda_ref = 1.0  # KL(q_phi || q_phi_ref) weight, frozen Stage-1 encoder (paper: not given)
     o.t_loc = 1.0  # logit-normal timestep location (paper: 1.0 for latent dim 16)
     o.t_scale = 1.0  # logit-normal scale (paper's "scale=0" read as log-sigma; repo default 1.0)
+    o.timestep_sampling = "sequence"  # one t per 'sequence' (released script) | per 'block'
+    o.prompt_block_prob = 0.05  # P(a noisy block pins a clean prefix at t=0, weight 0) (released)
+    o.bf16_inputs = "auto"  # round DiT inputs (latents, t) to bf16: auto (bf16 DiT) | on | off
     o.vae_sample = True  # z0 = posterior sample (True) or posterior mean (False)
+    o.fm_grad_to_vae = True  # FM gradient reaches the encoder through z_t (paper: open)
 
     # Stage 2: how the VAE takes part (paper RQ2).
     c.stage2 = s = ml_collections.ConfigDict()
@@ -123,9 +127,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     p.b1 = 0.9  # Adam beta1
     p.b2 = 0.95  # Adam beta2
     p.eps = 1e-8  # Adam epsilon
+    p.stage1_warmup_steps = -1  # Stage-1 warmup (-1: min(warmup_steps, train.vae_steps))
+    p.stage1_decay_steps = -1  # Stage-1 step where the cosine reaches final_lr (-1: vae_steps)
     p.weight_decay = 0.01  # decoupled weight decay (AdamW)
     p.wd_exclude = ("bias$", "scale$", "embedding$")  # regexes on 'a/b/leaf' paths: no decay
+    # (wd_exclude=() is the released script's "decay every parameter"; paper: not given)
     p.clip_norm = 1.0  # global gradient-norm clip (0: off)
+    p.clip_scope = "all"  # clip the norm of: all trained grads | dit (Stage 2 DiT only, released)
     p.grad_accum = 1  # micro-batches per step (scanned inside the step; memory stays flat)
 
     # Training loop.
@@ -185,5 +193,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     a.text_split = "paragraph"  # text files: paragraph | line | file per document
     a.record_format = "auto"  # array_record payload: auto | text | json
     a.tokenizer = ""  # SentencePiece .model or HF tokenizer.json (not used by synthetic)
+    a.packing = "stream"  # rows: stream (cut the token stream) | docstart (released loader)
+    a.docstart_fill = "pad"  # docstart: pad the rest of a row (weight 0) | crop (released)
+    a.docstart_buffer = 1000  # docstart: documents in the best-fit buffer (released: 1000)
     a.seed = 6198  # shuffle seed (paper: data seed 6198)
     return c

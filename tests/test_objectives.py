@@ -1,5 +1,6 @@
-"""Pure objective functions: masking, timesteps, latent normalisation, the FM training layout and
-its mask / gradient paths (with the real tiny DiT), and the VAE terms with stand-in models."""
+"""Pure objective functions: masking, timesteps (per sequence / per block), the prompt-block
+repaint, loss weights, latent normalisation, the FM training layout and its mask / gradient paths
+(with the real tiny DiT), and the VAE terms with stand-in models."""
 
 import functools
 
@@ -7,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from layout_reference import allowed_batch
 from tiny_models import tiny_dit
 
-from colajax.models import attention
 from colajax.models.config import VAEConfig
 from colajax.models.dit import DiT
 from colajax.train import objectives as obj
@@ -20,17 +21,30 @@ C = 4
 DIT = tiny_dit(num_layers=2, block_size=BS)
 
 
-@functools.partial(jax.jit, static_argnames=("grad_to_vae",))
-def _layout(z0, seed=0, grad_to_vae=True, segment_ids_BL=None, positions_BL=None):
+@functools.partial(jax.jit, static_argnames=("grad_to_vae", "sampling", "p", "bs"))
+def _layout(
+    z0,
+    seed=0,
+    grad_to_vae=True,
+    segment_ids_BL=None,
+    positions_BL=None,
+    sampling="block",
+    p=0.0,
+    loss_weights_BL=None,
+    bs=BS,
+):
     return obj.fm_layout(
         z0,
         jax.random.PRNGKey(seed),
-        block_size=BS,
+        block_size=bs,
         t_loc=1.0,
         t_scale=1.0,
         grad_to_vae=grad_to_vae,
         segment_ids_BL=segment_ids_BL,
         positions_BL=positions_BL,
+        timestep_sampling=sampling,
+        prompt_block_prob=p,
+        loss_weights_BL=loss_weights_BL,
     )
 
 
@@ -234,6 +248,29 @@ def test_vae_terms_with_a_perfect_stand_in_vae():
     np.testing.assert_allclose(t["neg_entropy"], neg_ent, rtol=1e-5)
 
 
+def test_vae_terms_loss_weights_score_tokens_not_inputs():
+    """`loss_weights` 0: the token is still encoded and decoded, but not averaged over."""
+    encode, decode = _onehot_vae()
+    tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 16), 0, V)
+    w = jnp.ones((2, 16)).at[:, 8:].set(0.0)
+    calls = []
+    enc = lambda ids, seg, pos: (calls.append(ids.shape), encode(ids, seg, pos))[1]
+    rng = jax.random.PRNGKey(1)
+    t = jax.jit(
+        lambda tok, w: obj.vae_terms(
+            enc, decode, tok, rng, mask_ratio=0.5, mask_id=V, loss_weights_BL=w
+        )
+    )(tokens, w)
+    assert calls == [(2, 16), (2, 16)]  # every row is an input (clean and masked copy)
+    np.testing.assert_array_equal(t["weights"], w)
+    kl = 0.5 * (100.0 + (V + 1) * (np.exp(-30.0) - 1.0 + 30.0))
+    np.testing.assert_allclose(t["kl"], kl, rtol=1e-5)  # a mean over scored tokens
+    _, hit = obj.bert_mask(jax.random.fold_in(rng, obj._RNG_MASK), tokens, 0.5, V, w)
+    assert not bool(hit[:, 8:].any())  # unscored tokens are never masked
+    frac = float(hit.sum()) / float(w.sum())  # BERT CE = log V on the masked scored tokens
+    np.testing.assert_allclose(float(t["bert"]), frac * np.log(V), rtol=1e-5)
+
+
 def test_stage1_loss_combines_terms():
     encode, decode = _onehot_vae()
     tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 16), 0, V)
@@ -257,9 +294,86 @@ def test_objective_config_validation():
         obj.ObjectiveConfig.from_config({"mask_ratio": 1.0})
 
 
-def test_clean_noisy_mask_is_the_attention_module_mask():
-    """fm_layout must build its mask with attention.clean_noisy_mask (single source of truth)."""
-    lay = _layout(jnp.zeros((1, L, C)))
-    copy = (jnp.arange(2 * L - BS) >= L - BS).astype(jnp.int32)[None]
-    ref = attention.clean_noisy_mask(lay.positions_BS, copy, BS, lay.segment_ids_BS)
-    np.testing.assert_array_equal(lay.mask_B1SS, ref)
+def test_fm_layout_mask_equals_an_independent_pattern():
+    """The layout's dense mask (and its fast-path equivalent) = the official rule written out
+    with loops (`layout_reference`), including padding and two segments in one row."""
+    seg = jnp.array([[1] * L, [1] * 5 + [0] * 3, [1] * 3 + [2] * 5], jnp.int32)
+    lay = _layout(jnp.zeros((3, L, C)), segment_ids_BL=seg)
+    want = allowed_batch(seg, BS)
+    np.testing.assert_array_equal(np.asarray(lay.mask_B1SS), want)
+    np.testing.assert_array_equal(np.asarray(lay.attn.dense_mask(BS)), want)
+
+
+def test_sequence_sampling_draws_one_t_per_row():
+    z0 = jax.random.normal(jax.random.PRNGKey(0), (64, L, C))
+    lay = _layout(z0, sampling="sequence")
+    t = np.asarray(lay.t_BL)
+    np.testing.assert_array_equal(t, np.repeat(t[:, :1], L, axis=1))
+    assert len(np.unique(t[:, 0])) == 64  # independent across the batch
+    assert abs(np.median(t[:, 0]) - float(jax.nn.sigmoid(1.0))) < 0.1  # logit-normal(1, 1)
+    np.testing.assert_array_equal(lay.t_groups.t_BG[:, 1:], 1000.0 * np.repeat(t[:, :1], 4, 1))
+    with pytest.raises(ValueError, match="timestep_sampling"):
+        _layout(z0, sampling="token")
+
+
+def test_prompt_block_repaint_pins_a_clean_prefix_at_t0_with_weight_0():
+    bs, n = 4, 4000
+    z0 = jax.random.normal(jax.random.PRNGKey(0), (n, 2 * bs, C))
+    lay = _layout(z0, p=0.3, sampling="sequence", bs=bs)
+    pin = np.asarray(lay.pinned_BL).reshape(n, 2, bs)  # [sample, block, row]
+    split = pin.sum(-1)
+    hit = split > 0
+    assert abs(hit.mean() - 0.3) < 0.03  # P(block pinned) = prompt_block_prob
+    np.testing.assert_array_equal(pin, np.arange(bs) < split[..., None])  # a prefix ...
+    counts = np.bincount(split[hit], minlength=bs)  # ... of 1 .. bs - 1 rows, uniform
+    assert counts[0] == 0 and counts[bs:].sum() == 0
+    assert np.all(np.abs(counts[1:] / hit.sum() - 1 / (bs - 1)) < 0.04), counts
+    noisy = np.asarray(lay.x_BSC[:, bs:])  # noisy copy: pinned rows are z0 at t = 0 ...
+    p_rows = np.asarray(lay.pinned_BL)
+    np.testing.assert_array_equal(noisy[p_rows], np.asarray(z0)[p_rows])
+    np.testing.assert_array_equal(np.asarray(lay.t_BS[:, bs:])[p_rows], 0.0)
+    np.testing.assert_array_equal(np.asarray(lay.weights_BL), (~p_rows).astype(np.float32))
+    assert np.all(np.asarray(lay.t_BS[:, bs:])[~p_rows] > 0)  # ... the others are noised
+    assert not np.allclose(noisy[~p_rows], np.asarray(z0)[~p_rows])
+    first = np.asarray(lay.t_groups.first_BL)  # grouped timesteps: pinned rows read group 0
+    np.testing.assert_array_equal(first[:, bs:], p_rows)
+    assert not first[:, :bs].any()
+    assert _layout(z0, p=0.0, bs=bs).pinned_BL is None  # p = 0: no repaint, no extra work
+
+
+def test_repaint_follows_packed_blocks():
+    """Blocks follow the positions: a short block of n rows pins 1 .. n - 1 of them (never a
+    1-row block), as the script's split ~ U{1 .. len - 1} per block."""
+    n = 3000
+    pos = jnp.broadcast_to(jnp.array([0, 1, 2, 3, 4, 0, 1, 2], jnp.int32), (n, 8))  # bs = 4
+    seg = jnp.broadcast_to(jnp.array([1, 1, 1, 1, 1, 2, 2, 2], jnp.int32), (n, 8))
+    lay = _layout(jnp.zeros((n, 8, C)), p=1.0, positions_BL=pos, segment_ids_BL=seg, bs=4)
+    pin = np.asarray(lay.pinned_BL)
+    full, single, short = pin[:, :4].sum(1), pin[:, 4], pin[:, 5:].sum(1)
+    assert set(np.unique(full)) == {1, 2, 3} and not single.any()
+    assert set(np.unique(short)) == {1, 2}
+    np.testing.assert_array_equal(pin[:, 5:], np.arange(3) < short[:, None])  # a prefix
+
+
+def test_pinned_rows_condition_exactly_like_per_row_t0(dit):
+    """A block holding pinned and noisy rows: the grouped (compact) path = per-row timesteps."""
+    z0 = jax.random.normal(jax.random.PRNGKey(4), (3, L, C))
+    lay = _layout(z0, seed=1, p=0.7, sampling="sequence")
+    assert 0 < int(lay.pinned_BL.sum()) < lay.pinned_BL.size
+    fast = dit(lay.x_BSC, lay.t_groups, None, None, lay.attn)
+    dense = dit(lay.x_BSC, lay.t_BS, lay.positions_BS, lay.segment_ids_BS, lay.mask_B1SS)
+    np.testing.assert_allclose(fast, dense, atol=2e-6)
+    no_pins = lay.t_groups._replace(first_BL=None)  # the test can fail: ignoring the pins
+    wrong = dit(lay.x_BSC, no_pins, None, None, lay.attn)
+    assert float(jnp.abs(wrong - dense).max()) > 1e-3
+
+
+def test_loss_weight_0_rows_are_scored_0_but_stay_inputs(dit):
+    z0 = jax.random.normal(jax.random.PRNGKey(0), (1, L, C))
+    w = jnp.ones((1, L)).at[0, 5].set(0.0)  # row 5 (noisy block 2) is not scored
+    lay = _layout(z0, loss_weights_BL=w)
+    np.testing.assert_array_equal(lay.weights_BL, w)
+    run = lambda x: obj.fm_loss(lambda *a: dit(*a), lay._replace(x_BSC=x))[1]
+    row = L - BS + 5
+    moved = run(lay.x_BSC.at[:, row].add(3.0))
+    assert float(jnp.abs(moved[:, 4] - run(lay.x_BSC)[:, 4]).max()) > 1e-3  # still an input

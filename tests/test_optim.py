@@ -26,6 +26,9 @@ def _cfg(**kw):
             weight_decay=0.01,
             wd_exclude=("bias$", "scale$", "embedding$"),
             clip_norm=1.0,
+            clip_scope="all",
+            stage1_warmup_steps=-1,
+            stage1_decay_steps=-1,
             grad_accum=1,
         )
     )
@@ -161,3 +164,63 @@ def test_grad_accumulation_matches_full_batch():
         np.testing.assert_allclose(w, outs[0][0], rtol=1e-5)
         np.testing.assert_allclose(loss, outs[0][1], rtol=1e-5)
         np.testing.assert_allclose(g, outs[0][2], rtol=1e-5)
+
+
+@pytest.mark.parametrize("scope", ["all", "dit"])
+def test_clip_scope(scope):
+    """'all': one norm over every gradient; 'dit': the DiT's gradient alone is clipped."""
+    params, grads, labels = _toy()
+    labels = {"vae": labels["vae"], "dit": jax.tree.map(lambda _: "dit", params["dit"])}
+    grads = {"vae": jax.tree.map(lambda g: 100.0 * g, grads["vae"]), "dit": grads["dit"]}
+    cfg = _cfg(clip_norm=0.1, clip_scope=scope, weight_decay=0)
+    opt = optim.make_optimizer(cfg, labels)
+    _, state, _ = opt.update(grads, opt.init(params), params, 0)
+    mu = state[1].mu  # first Adam step: mu = (1 - b1) * clipped gradient
+    norm = lambda tree: float(optax.tree.norm(tree))
+    if scope == "all":
+        want = jax.tree.map(lambda g: 0.1 * g * 0.1 / norm(grads), grads)
+    else:
+        want = {
+            "vae": jax.tree.map(lambda g: 0.1 * g, grads["vae"]),  # unclipped
+            "dit": jax.tree.map(lambda g: 0.1 * g * 0.1 / norm(grads["dit"]), grads["dit"]),
+        }
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), mu, want)
+    # Stage 1 (no DiT group) is clipped whole in both scopes
+    vae_only = optim.make_optimizer(cfg, {"vae": labels["vae"]})
+    _, s1, _ = vae_only.update(
+        {"vae": grads["vae"]}, vae_only.init({"vae": params["vae"]}), {"vae": params["vae"]}, 0
+    )
+    np.testing.assert_allclose(norm(s1[1].mu), 0.1 * 0.1, rtol=1e-5)
+    with pytest.raises(ValueError, match="clip_scope"):
+        optim.make_optimizer(_cfg(clip_scope="vae"), labels)
+
+
+def test_stage1_has_its_own_schedule():
+    config = load_config(
+        "experiments/tiny.py:synthetic", ["train.vae_steps=300", "train.steps=1000"]
+    )
+    s1, s2 = optim.stage_optim(config, "vae"), optim.stage_optim(config, "prior")
+    assert (s2.warmup_steps, s2.decay_steps) == (
+        config.optim.warmup_steps,
+        config.optim.decay_steps,
+    )
+    assert (s1.warmup_steps, s1.decay_steps) == (config.optim.warmup_steps, 300)  # derived
+    np.testing.assert_allclose(optim.make_schedule(s1)(300), config.optim.final_lr, rtol=1e-6)
+    assert float(optim.make_schedule(s2)(300)) > 2 * config.optim.final_lr  # not decayed yet
+    short = load_config("experiments/tiny.py:synthetic", ["train.vae_steps=10"])
+    assert optim.stage_optim(short, "vae").warmup_steps == 10  # warmup capped by the stage
+    explicit = load_config(
+        "experiments/tiny.py:synthetic",
+        ["optim.stage1_warmup_steps=7", "optim.stage1_decay_steps=77"],
+    )
+    s1 = optim.stage_optim(explicit, "vae")
+    assert (s1.warmup_steps, s1.decay_steps) == (7, 77)
+
+
+def test_decay_everything_preset():
+    params, _, _ = _toy()
+    assert all(jax.tree.leaves(optim.decay_mask(params, optim.DECAY_ALL)))
+    default = optim.decay_mask(params, optim.DECAY_EXCLUDE_NORMS)
+    assert not default["dit"]["d"]["bias"] and default["dit"]["d"]["kernel"]
+    config = load_config("experiments/base.py")
+    assert tuple(config.optim.wd_exclude) == optim.DECAY_EXCLUDE_NORMS

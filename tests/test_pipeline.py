@@ -9,7 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from colajax.data import corpus, pipeline
+from colajax.data import corpus, packing, pipeline
 
 
 class CharTokenizer:
@@ -183,3 +183,67 @@ def test_bundled_corpus_with_committed_tokenizer():
     )
     first = next(iter(ev))["tokens"]
     assert first[0, 0] == 2 and len(ev) == 13  # the first row starts a document with BOS
+
+
+# --------------------------------------------------------------------------------------------
+# docstart packing (the released loader's row layout)
+# --------------------------------------------------------------------------------------------
+
+
+def _docs(*lengths):
+    """Documents `[100 + i, i, i, ...]` of the given lengths (first token marks the document)."""
+    return [np.asarray([100 + i] + [i] * (n - 1), np.int32) for i, n in enumerate(lengths)]
+
+
+def test_docstart_best_fit_pads_or_crops():
+    docs = _docs(5, 3, 6, 2, 9)  # rows of 8
+    rows, lengths = packing.pack_docstart(docs, 8, pad_id=0, buffer=1000, fill="pad")
+    # row 0: 9 does not fit; best fit 6, then 2 -> full. row 1: 5, then 3 -> full.
+    # row 2: only the 9-token document is left: cropped to the row (its tail is dropped).
+    np.testing.assert_array_equal(rows[0], [102, 2, 2, 2, 2, 2, 103, 3])
+    np.testing.assert_array_equal(rows[1], [100, 0, 0, 0, 0, 101, 1, 1])
+    np.testing.assert_array_equal(rows[2], [104] + [4] * 7)
+    np.testing.assert_array_equal(lengths, [8, 8, 8])
+    rows, lengths = packing.pack_docstart(_docs(5, 6, 2), 8, pad_id=0, fill="pad")
+    np.testing.assert_array_equal(rows, [[101, 1, 1, 1, 1, 1, 102, 2], [100, 0, 0, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(lengths, [8, 5])  # the last row is padded (weight 0) ...
+    rows, lengths = packing.pack_docstart(_docs(5, 6, 2, 4), 8, pad_id=0, fill="crop")
+    # ... or, as released, the shortest buffered document is cropped to fill the row
+    np.testing.assert_array_equal(
+        rows, [[101, 1, 1, 1, 1, 1, 102, 2], [100, 0, 0, 0, 0, 103, 3, 3]]
+    )
+    np.testing.assert_array_equal(packing.loss_weights(np.array([8, 5]), 8)[1], [1] * 5 + [0] * 3)
+    # a small buffer only sees the next documents: no look-ahead beyond it
+    rows, _ = packing.pack_docstart(_docs(5, 6, 2), 8, pad_id=0, buffer=1, fill="pad")
+    assert rows[0, 0] == 100 and rows[0, 5] == 0
+
+
+def test_docstart_iterator_weights_rows_and_exact_resume(cfg):
+    make = lambda fill="pad": pipeline.make_train_iter(
+        cfg, CharTokenizer(), 4, 8, None, 0, 1, seed=3, packing="docstart", docstart_fill=fill
+    )
+    it = make()
+    first = next(it)
+    assert set(first) == {"tokens", "loss_weights"} and first["loss_weights"].dtype == np.float32
+    for _ in range(9):
+        batch = next(it)
+        toks, w = batch["tokens"], batch["loss_weights"]
+        assert (toks[:, 0] == CharTokenizer.bos_id).all()  # every row starts a document
+        n = w.sum(axis=1).astype(int)  # weights: a prefix of ones, padding (pad id) after
+        np.testing.assert_array_equal(w, np.arange(8)[None] < n[:, None])
+        assert (toks[w == 0] == CharTokenizer.pad_id).all()
+    state = json.loads(json.dumps(it.get_state()))
+    assert state["packing"] == "docstart" and state["docstart_fill"] == "pad"
+    expected = [next(it) for _ in range(5)]
+    fresh = make()
+    fresh.set_state(state)
+    for want in expected:
+        got = next(fresh)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+    with pytest.raises(ValueError, match="packing"):
+        make("crop").set_state(state)
+    with pytest.raises(ValueError, match="packing"):  # a stream state does not fit either
+        pipeline.make_train_iter(cfg, CharTokenizer(), 4, 8, None, 0, 1, seed=3).set_state(state)
+    ev = pipeline.make_eval_batches(cfg, CharTokenizer(), 4, 8, None, 0, 1, packing="docstart")
+    assert set(next(iter(ev))) == {"tokens", "loss_weights"}

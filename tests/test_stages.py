@@ -50,6 +50,9 @@ def make_config(stage="prior", mode="joint", **objective):
         lambda_ref=1.0,
         t_loc=1.0,
         t_scale=1.0,
+        timestep_sampling="sequence",
+        prompt_block_prob=0.05,
+        bf16_inputs="auto",
         vae_sample=True,
         fm_grad_to_vae=True,
     )
@@ -108,15 +111,19 @@ def _check_golden(metrics, golden, what):
 
 
 # Golden numbers: tiny config above, init seed 0, loss rng fold_in(key(1), 0), TOKENS.
+# FM with the released sampling (one t per sequence, prompt-block repaint at 0.05); the VAE
+# terms draw from their own rng streams and did not move when those defaults came in.
 GOLDEN_VAE = {"loss": 8.297686, "recon": 4.163769, "kl": 2.021988, "bert": 4.131896}
 GOLDEN_JOINT = {
-    "loss": 12.944204,
+    "loss": 12.873768,
     "recon": 4.174024,
     "bert": 4.166736,
-    "fm": 4.609112,
+    "fm": 4.538677,
     "ref_kl": 0.0,
 }
-GOLDEN_FROZEN = {"loss": 4.609112, "fm": 4.609112}  # = joint fm: same z0 stream
+GOLDEN_FROZEN = {"loss": 4.538677, "fm": 4.538677}  # = joint fm: same z0 stream
+# One t per block and no repaint: the FM value of the code before both options existed.
+GOLDEN_FROZEN_BLOCK = {"loss": 4.609112, "fm": 4.609112}
 
 
 def test_stage1_golden_and_loss_falls():
@@ -151,6 +158,30 @@ def test_stage2_frozen_mode_has_no_vae_gradient(joint_init):
         np.testing.assert_array_equal(leaf, 0.0)
     assert set(metrics) == {"loss", "fm", "logsnr"}  # no VAE loss terms computed
     assert stage.update_enabled(0) == {}  # no trained VAE group to switch
+    block = stages.make_stage(
+        make_config(mode="frozen", timestep_sampling="block", prompt_block_prob=0.0)
+    )
+    _, m_block, _, _ = train(block, 1, init=({"dit": params["dit"]}, {"vae": params["vae"]}))
+    _check_golden(m_block, GOLDEN_FROZEN_BLOCK, "stage 2 frozen, t per block, no repaint")
+
+
+def test_stage2_loss_weights_score_rows_not_inputs(joint_init):
+    """Batch `loss_weights` (float32, 0 = not scored): all ones = the unweighted golden; a zero
+    changes the FM average, but the weight-0 row stays a model input."""
+    stage = stages.make_stage(make_config(mode="frozen"))
+    params, _ = nn.unbox(joint_init)
+    loss = jax.jit(stage.loss)
+    p, f = {"dit": params["dit"]}, {"vae": params["vae"]}
+    rng = jax.random.fold_in(jax.random.PRNGKey(1), 0)
+    ones = jnp.ones(TOKENS.shape, jnp.float32)
+    same = loss(p, f, {"tokens": TOKENS, "loss_weights": ones}, rng, 0)[1]
+    _check_golden(same, GOLDEN_FROZEN, "stage 2 frozen, loss_weights = 1")
+    row = 5  # inside block 1 (rows 4..7): not scored, but its block-mates attend to it
+    w = {"tokens": TOKENS, "loss_weights": ones.at[:, row].set(0.0)}
+    m = loss(p, f, w, rng, 0)[1]
+    assert abs(float(m["fm"]) - float(same["fm"])) > 1e-4
+    m2 = loss(p, f, {**w, "tokens": TOKENS.at[:, row].set(0)}, rng, 0)[1]
+    assert abs(float(m2["fm"]) - float(m["fm"])) > 1e-3  # still an input (of the VAE and DiT)
 
 
 def test_interval_schedule():

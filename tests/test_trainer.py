@@ -302,3 +302,21 @@ def test_loss_falls_on_the_bundled_corpus(model, tmp_path):
     evals = [r["eval/loss"] for r in metrics.read_jsonl(main) if "eval/loss" in r]
     first, last = rows[0]["train/loss"], np.mean([r["train/loss"] for r in rows[-5:]])
     assert last < 0.8 * first and evals[-1] < evals[0], (first, last, evals)
+
+
+@pytest.mark.slow  # ~1 min on 2 cores: a new step compile and the docstart packing of the corpus
+def test_docstart_batches_with_loss_weights_train_sharded(tmp_path):
+    """data.packing=docstart on the bundled corpus: batches {'tokens', 'loss_weights'} go through
+    the jitted step with one batch sharding (2x2x2 mesh), and the data state records the
+    packing."""
+    overrides = FAST + ["stage=vae", "train.vae_steps=2", "train.ckpt_every=2"]
+    overrides += ["train.eval_every=0", "data.packing=docstart", "data.docstart_fill=pad"]
+    overrides += ["mesh.shape.data=2", "mesh.shape.fsdp=2", "mesh.shape.tensor=2"]
+    config = load_config("experiments/tiny.py", overrides)
+    run = str(tmp_path / "run")
+    result = trainer.train_stage(config, "vae", run)
+    assert result["status"] == "done" and np.isfinite(result["metrics"]["loss"])
+    c = ck.TrainCheckpointer(os.path.join(run, "checkpoints"))
+    r = c.restore_latest(*_abstract_opt(config, "vae"))
+    c.close()
+    assert r["data_iter"]["packing"] == "docstart" and r["data_iter"]["grain"]["next_index"] == 2

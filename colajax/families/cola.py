@@ -50,7 +50,19 @@ class ColaFamily(Family):
                 f"({bs})."
             )
         vae_mode(config.stage2.vae_mode)
-        objectives.ObjectiveConfig.from_config(config.objective)
+        from colajax.train import optim
+
+        try:
+            objective = objectives.ObjectiveConfig.from_config(config.objective)
+            objective.round_dit_inputs(models["dit"].dtype)
+            s1 = optim.stage_optim(config, "vae")
+        except ValueError as e:
+            raise ValueError(f"config.{e}" if str(e).startswith("objective.") else str(e)) from None
+        if s1.warmup_steps < 0 or s1.decay_steps < s1.warmup_steps:
+            raise ValueError(
+                "config.optim: Stage 1 needs 0 <= stage1_warmup_steps <= stage1_decay_steps (-1: "
+                f"derived from train.vae_steps); got {s1.warmup_steps} / {s1.decay_steps}."
+            )
 
     def vocab_size(self, models: dict) -> int:
         return models["vae"].vocab_size

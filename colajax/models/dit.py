@@ -11,8 +11,8 @@ Timesteps are rounded to bf16 first, as the official callers do. Parameters are 
 
 Training fast path (same numbers): `mask_B1LL` may be a `train_attention.CleanNoisyLayout`
 (attended without a dense mask) and `t_BL` a `GroupedTimesteps` (AdaLN linears once per
-timestep group); LayerNorm + modulation, q/k norm + RoPE and GELU keep only their inputs for the
-backward pass.
+timestep group; pinned rows read group 0); LayerNorm + modulation, q/k norm + RoPE and GELU
+keep only their inputs for the backward pass.
 """
 
 import functools
@@ -185,10 +185,10 @@ def _qk_norm_rope(q, k, norm_q, norm_k, pos_BQ, *, eps, rope_dim, dt):
     return one(q, norm_q), one(k, norm_k)
 
 
-def _ln_modulate(h, shift, scale, group, *, eps, dt):
+def _ln_modulate(h, shift, scale, groups, *, eps, dt):
     """`modulate(LayerNorm(h), shift, scale)` (no affine); shift/scale per row or per group."""
     x = layer_norm(h, eps)
-    rows = lambda m: rows_of(m, group, h.shape[1])
+    rows = lambda m: rows_of(m, groups, h.shape[1])
     return modulate(x, rows(shift), rows(scale), dt)
 
 
@@ -247,18 +247,18 @@ class DiTBlock(nn.Module):
     config: DiTConfig
 
     @nn.compact
-    def __call__(self, h, e_silu, q_pos_BQ, mask_B1QK, past_k=None, past_v=None, group_BQ=None):
-        """`e_silu` is per row, or per group with `group_BQ` mapping row runs to groups."""
+    def __call__(self, h, e_silu, q_pos_BQ, mask_B1QK, past_k=None, past_v=None, groups=None):
+        """`e_silu` is per row, or per group with `groups` (`GroupedTimesteps`) mapping rows."""
         cfg = self.config
         dt = dtype_of(cfg.dtype)
         shift1, scale1, gate1, shift2, scale2, gate2 = BlockModulation(cfg, name="ada")(e_silu)
-        rows = lambda m: rows_of(m, group_BQ, h.shape[1])
+        rows = lambda m: rows_of(m, groups, h.shape[1])
         ln_mod = functools.partial(_ln_modulate, eps=cfg.norm_eps, dt=dt)
         ln_mod = lean.recompute_in_backward(ln_mod)
-        a = ln_mod(h, shift1, scale1, group_BQ)
+        a = ln_mod(h, shift1, scale1, groups)
         y, k, v = DiTAttention(cfg, name="msa")(a, q_pos_BQ, mask_B1QK, past_k, past_v)
         h = gated_residual(h, y, rows(gate1), dt)
-        m = ln_mod(h, shift2, scale2, group_BQ)
+        m = ln_mod(h, shift2, scale2, groups)
         h = gated_residual(h, DiTMLP(cfg, name="mlp")(m), rows(gate2), dt)
         return h, k, v
 
@@ -282,8 +282,9 @@ class DiT(nn.Module):
     def _embed(self, x_BLC, t):
         """Input projection and SiLU(timestep embedding).
 
-        t: per row [B, L], per sample [B], or `GroupedTimesteps`. Returns (h, e_silu, group_BN):
-        with groups, e_silu is per group `[B, G, D]`; otherwise per row and group_BN is None.
+        t: per row [B, L], per sample [B], or `GroupedTimesteps`. Returns (h, e_silu, groups):
+        with groups (a `GroupedTimesteps`), e_silu is per group `[B, G, D]`; otherwise per row
+        and groups is None.
         """
         cfg = self.config
         if x_BLC.shape[-1] != cfg.txt_in_channels:
@@ -292,30 +293,27 @@ class DiT(nn.Module):
                 f"{cfg.txt_in_channels}."
             )
         dt = dtype_of(cfg.dtype)
-        group = None
+        groups = None
         if isinstance(t, GroupedTimesteps):
-            t, group = jnp.asarray(t.t_BG), jnp.asarray(t.group_BN)
-            b, length = x_BLC.shape[:2]
-            if t.ndim != 2 or group.ndim != 2 or group.shape[1] == 0 or length % group.shape[1]:
-                raise ValueError(
-                    f"GroupedTimesteps needs t_BG [B, G] and group_BN [B, N] with N dividing the "
-                    f"{length} rows; got {t.shape} and {group.shape}."
-                )
+            groups, t = t.checked(x_BLC.shape[1]), jnp.asarray(t.t_BG)
         else:
             t = jnp.asarray(t)
             if t.ndim == 1:  # one timestep per sample: a single group (the sampler's calls)
-                t, group = t[:, None], jnp.zeros((t.shape[0], 1), jnp.int32)
+                t = t[:, None]
+                groups = GroupedTimesteps(t, jnp.zeros((t.shape[0], 1), jnp.int32))
             else:
                 t = jnp.broadcast_to(t, x_BLC.shape[:2])
         # The official callers hand the DiT bf16 timesteps; idempotent if already rounded.
         t = round_to(t.astype(jnp.float32), dt).astype(jnp.float32)
         h = self.txt_in(x_BLC)
         e_silu = silu(self.emb_in(t))
-        return h, e_silu, group
+        if groups is not None:  # the blocks only map rows to groups
+            groups = groups._replace(t_BG=None)
+        return h, e_silu, groups
 
-    def _head(self, h, e_silu, group=None):
+    def _head(self, h, e_silu, groups=None):
         dt = dtype_of(self.config.dtype)
-        ss = rows_of(self.txt_out_ada(e_silu), group, h.shape[1])
+        ss = rows_of(self.txt_out_ada(e_silu), groups, h.shape[1])
         y = modulate(self.txt_out_norm(h), ss[..., 0, :], ss[..., 1, :], dt)
         return self.txt_out(y).astype(jnp.float32)
 
@@ -346,10 +344,10 @@ class DiT(nn.Module):
             mask_B1LL = attention.block_causal_mask(
                 positions_BL, positions_BL, self.config.block_size, segment_ids_BL, segment_ids_BL
             )
-        h, e_silu, group = self._embed(x_BLC, t_BL)
+        h, e_silu, groups = self._embed(x_BLC, t_BL)
         for blk in self.blocks:
-            h, _, _ = blk(h, e_silu, positions_BL, mask_B1LL, None, None, group)
-        return self._head(h, e_silu, group)
+            h, _, _ = blk(h, e_silu, positions_BL, mask_B1LL, None, None, groups)
+        return self._head(h, e_silu, groups)
 
     def cached(self, x_BQC, t_BQ, cache, new_lengths_B=None, update=False):
         """Rows at positions `end .. end+Q-1` attending to the valid cache slots and themselves.
@@ -368,18 +366,18 @@ class DiT(nn.Module):
             new_lengths_B = jnp.full((b,), q_len, jnp.int32)
         q_pos, q_seg, k_pos, k_seg = attention.cached_layout(cache, q_len, new_lengths_B)
         mask = attention.block_causal_mask(q_pos, k_pos, cfg.block_size, q_seg, k_seg)
-        h, e_silu, group = self._embed(x_BQC, t_BQ)
+        h, e_silu, groups = self._embed(x_BQC, t_BQ)
         end = cache["end"]
         layers = []
         for blk, kv in zip(self.blocks, cache["layers"], strict=True):
-            h, k, v = blk(h, e_silu, q_pos, mask, kv["k"], kv["v"], group)
+            h, k, v = blk(h, e_silu, q_pos, mask, kv["k"], kv["v"], groups)
             if update:
                 kv = {
                     "k": attention.write_rows(kv["k"], end, k),
                     "v": attention.write_rows(kv["v"], end, v),
                 }
             layers.append(kv)
-        out = self._head(h, e_silu, group)
+        out = self._head(h, e_silu, groups)
         if not update:
             return out, cache
         new_end = end + jnp.asarray(new_lengths_B, jnp.int32)

@@ -4,7 +4,8 @@
 (random start and stride, mod the vocabulary), a pure function of (seed, batch index, row), so
 it is learnable, deterministic and resumable. Every other kind goes through
 `colajax.data.pipeline` (source -> tokenize -> pack -> shuffle -> batch).
-All iterators yield `{'tokens': int32 [B, L]}` global arrays and have get_state / set_state.
+All iterators yield dicts of `[B, L]` global arrays, `{'tokens': int32}` plus `loss_weights`
+(float32) with `data.packing='docstart'`, and have get_state / set_state.
 """
 
 from typing import Any
@@ -120,6 +121,14 @@ def _tokenizer(config):
     return tok
 
 
+def _packing(data_cfg) -> dict[str, Any]:
+    return {
+        "packing": data_cfg.packing,
+        "docstart_fill": data_cfg.docstart_fill,
+        "docstart_buffer": data_cfg.docstart_buffer,
+    }
+
+
 def make_train_iter(config, sharding, *, stage_salt: int = 0):
     """The training iterator of `config` (global batches on `sharding`)."""
     tr = config.train
@@ -141,6 +150,7 @@ def make_train_iter(config, sharding, *, stage_salt: int = 0):
         sharding,
         block_size=_model_shape(config)[1],
         seed=config.data.seed + stage_salt,
+        **_packing(config.data),
     )
 
 
@@ -171,4 +181,5 @@ def make_eval_batches(config, sharding) -> list | Any | None:
         sharding,
         block_size=_model_shape(config)[1],
         max_batches=tr.eval_batches,
+        **_packing(config.data),
     )

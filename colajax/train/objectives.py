@@ -5,14 +5,19 @@ Models enter as callables so the losses stay model-agnostic and testable:
   decode(z_BLC, segment_ids_BL, positions_BL) -> logits_BLV
   dit(x_BSC, t_BS, positions_BS, segment_ids_BS, mask_B1SS) -> v_BSC   (t on the 0..1000 scale)
 
+Token weights: a row is scored where its segment id is > 0 and its `loss_weights` entry (batch
+key, float32, default 1) is non-zero; weight-0 rows stay model inputs.
+
 Choices the paper leaves open (paper digest §8), made here and documented in the README:
 - BERT-style loss: each valid token is replaced by MASK_ID (= vocab_size, the extra embedding
   row) independently with probability `mask_ratio`; the decoder reads a posterior sample of the
   masked copy's latents and the cross-entropy against the ORIGINAL tokens covers ALL valid
   positions (the masked-only CE is reported as the metric `bert_masked_ce`).
 - Reconstruction and BERT branches decode a posterior sample (the ELBO's E_q); KL and E_q log q
-  are analytic per token (summed over channels) and averaged over valid tokens.
-- Flow matching: one logit-normal timestep per noisy block, rectified-flow path, velocity target
+  are analytic per token (summed over channels) and averaged over scored tokens.
+- Flow matching (`flow_matching`), by default as the released pretraining script: one
+  logit-normal t per sequence (`timestep_sampling='block'`: one per noisy block), the
+  prompt-block repaint with `prompt_block_prob`, rectified-flow path, velocity target
   eps - sg(z0); the clean history is sg(z0); whether FM gradients reach the encoder through z_t
   is the flag `fm_grad_to_vae` (default True).
 
@@ -22,23 +27,34 @@ per-row timesteps: the same numbers with far less memory and compute.
 """
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from colajax.models import attention, posterior, train_attention
-from colajax.models.dit import GroupedTimesteps
+from colajax.models import posterior
+from colajax.train import flow_matching
+from colajax.train.flow_matching import (  # noqa: F401  (re-exported: the FM API of the objective)
+    T_SCALE,
+    TIMESTEP_SAMPLING,
+    FMLayout,
+    build_layout,
+    fm_loss,
+    logit_normal,
+    masked_mean,
+)
 from colajax.train.vae_modes import vae_mode
 
-T_SCALE = 1000.0  # the DiT is told 1000 * t
+BF16_INPUTS = ("auto", "on", "off")
 
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
-    """Loss weights and sampling options (`config.objective`). None of the weights, nor the
-    mask ratio, is given by the paper: the defaults are this port's choices."""
+    """Loss weights and sampling options (`config.objective`), the one home of their defaults
+    (experiments/base.py repeats them; a test checks they agree). None of the weights, nor the
+    mask ratio, is given by the paper: the defaults are this port's choices. The FM sampling
+    defaults are the released pretraining script's."""
 
     beta: float = 1e-3  # Stage 1: weight of KL(q || N(0, I))
     stage2_beta: float = 1e-3  # Stage 2: weight of E_q[log q]
@@ -49,6 +65,9 @@ class ObjectiveConfig:
     lambda_ref: float = 1.0  # Stage 2: KL(q_phi || q_phi_ref) weight
     t_loc: float = 1.0  # logit-normal timestep location (paper: 1.0 for d = 16)
     t_scale: float = 1.0  # logit-normal scale (paper "scale 0" read as sigma = 1)
+    timestep_sampling: str = "sequence"  # one t per 'sequence' (released) or per 'block'
+    prompt_block_prob: float = 0.05  # repaint: P(a block pins a clean prefix) (released 0.05)
+    bf16_inputs: str = "auto"  # round DiT inputs to bf16: auto (= bf16 DiT) | on | off
     vae_sample: bool = True  # z0 = posterior sample (True) or mean (False)
     fm_grad_to_vae: bool = True  # FM gradient reaches the encoder through z_t (open in paper)
 
@@ -64,22 +83,32 @@ class ObjectiveConfig:
                 f"{sorted(names)}."
             )
         obj = cls(**d)
-        if not 0.0 <= obj.mask_ratio < 1.0:
-            raise ValueError(f"objective.mask_ratio={obj.mask_ratio} must be in [0, 1).")
-        if obj.t_scale < 0:
-            raise ValueError(f"objective.t_scale={obj.t_scale} must be >= 0.")
+        checks = (
+            ("mask_ratio", 0.0 <= obj.mask_ratio < 1.0, "[0, 1)"),
+            ("t_scale", obj.t_scale >= 0, "[0, inf)"),
+            ("timestep_sampling", obj.timestep_sampling in TIMESTEP_SAMPLING, TIMESTEP_SAMPLING),
+            ("prompt_block_prob", 0.0 <= obj.prompt_block_prob <= 1.0, "[0, 1]"),
+            ("bf16_inputs", obj.bf16_inputs in BF16_INPUTS, BF16_INPUTS),
+        )
+        for name, ok, want in checks:
+            if not ok:
+                raise ValueError(f"objective.{name}={getattr(obj, name)!r} must be in {want}.")
         return obj
+
+    def round_dit_inputs(self, dit_dtype: str) -> bool:
+        """Whether the FM step rounds the DiT's inputs to bf16 (`bf16_inputs` for a DiT that
+        computes in `dit_dtype`); a bfloat16 DiT always does (its first matmul rounds them)."""
+        if self.bf16_inputs == "off" and dit_dtype == "bfloat16":
+            raise ValueError(
+                "objective.bf16_inputs='off' with dit.dtype='bfloat16': a bfloat16 DiT rounds its "
+                "inputs anyway; use 'auto' (or dit.dtype='float32' for unrounded inputs)."
+            )
+        return self.bf16_inputs == "on" or dit_dtype == "bfloat16"
 
 
 # --------------------------------------------------------------------------------------------
 # Small pieces
 # --------------------------------------------------------------------------------------------
-
-
-def masked_mean(x, weights):
-    """sum(w x) / max(sum w, 1) over all axes (x and weights broadcast)."""
-    w = jnp.broadcast_to(weights.astype(jnp.float32), x.shape)
-    return jnp.sum(x.astype(jnp.float32) * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 def token_ce(logits_BLV, targets_BL, weights_BL):
@@ -96,11 +125,6 @@ def bert_mask(rng, tokens_BL, mask_ratio: float, mask_id: int, valid_BL):
     """
     hit = jax.random.bernoulli(rng, mask_ratio, tokens_BL.shape) & (valid_BL > 0)
     return jnp.where(hit, jnp.asarray(mask_id, tokens_BL.dtype), tokens_BL), hit
-
-
-def logit_normal(rng, shape, loc: float, scale: float):
-    """t = sigmoid(loc + scale * u), u ~ N(0, 1); float32 in (0, 1)."""
-    return jax.nn.sigmoid(loc + scale * jax.random.normal(rng, shape, jnp.float32))
 
 
 def to_dit_space(z, vae_config):
@@ -130,12 +154,19 @@ def _layout(tokens_BL, segment_ids_BL, positions_BL):
     return segment_ids_BL, positions_BL
 
 
+def _weights(seg_BL, loss_weights_BL):
+    """Token weights: segment id > 0 times the batch's `loss_weights` (if any); float32."""
+    w = (seg_BL > 0).astype(jnp.float32)
+    return w if loss_weights_BL is None else w * loss_weights_BL.astype(jnp.float32)
+
+
 # --------------------------------------------------------------------------------------------
 # VAE terms (Stage 1 and the VAE part of Stage 2)
 # --------------------------------------------------------------------------------------------
 
-# rng streams (fold_in constants; fixed so golden values stay put when streams are added)
-_RNG_POST, _RNG_MASK, _RNG_POST_MASKED, _RNG_T, _RNG_EPS = range(5)
+# rng streams (fold_in constants; fixed so golden values stay put when streams are added;
+# 3.. are the flow-matching streams, `flow_matching.RNG_*`)
+_RNG_POST, _RNG_MASK, _RNG_POST_MASKED = range(3)
 
 
 def vae_terms(
@@ -149,14 +180,16 @@ def vae_terms(
     bert: bool = True,
     segment_ids_BL=None,
     positions_BL=None,
+    loss_weights_BL=None,
 ) -> dict:
     """Encode the clean (and masked) copy and decode posterior samples.
 
+    Every row is an encoder/decoder input; the terms average over the scored rows (`_weights`).
     Returns a dict of scalars (recon, recon_acc, kl, neg_entropy, logsnr[, bert, bert_acc,
     bert_masked_ce]) and arrays (mean, logvar, z: the clean posterior sample, weights).
     """
     seg, pos = _layout(tokens_BL, segment_ids_BL, positions_BL)
-    w = (seg > 0).astype(jnp.float32)
+    w = _weights(seg, loss_weights_BL)
     mean, logvar_raw = encode(tokens_BL, seg, pos)
     logvar = posterior.clamp_logvar(logvar_raw)
     z = posterior.sample(mean, logvar, jax.random.fold_in(rng, _RNG_POST))
@@ -209,27 +242,10 @@ def stage1_loss(encode, decode, tokens_BL, rng, obj: ObjectiveConfig, mask_id: i
 
 
 # --------------------------------------------------------------------------------------------
-# Flow matching on the clean/noisy training layout
+# Flow matching on the clean/noisy training layout (the pieces live in `flow_matching`)
 # --------------------------------------------------------------------------------------------
 
-
-class FMLayout(NamedTuple):
-    """DiT inputs of the training layout (S = 2L - bs rows) and the FM target.
-
-    `attn` / `t_groups` (None for packed batches with explicit positions) are the compact
-    equivalents of `mask_B1SS` / `t_BS` that `fm_loss` prefers.
-    """
-
-    x_BSC: jax.Array  # [sg(z0) without the last block | z_t]
-    t_BS: jax.Array  # DiT timesteps, 0..1000 (clean rows 0)
-    positions_BS: jax.Array
-    segment_ids_BS: jax.Array
-    mask_B1SS: jax.Array
-    target_BLC: jax.Array  # eps - sg(z0)
-    weights_BL: jax.Array  # loss weights of the noisy rows
-    t_BL: jax.Array  # per-row t in (0, 1) of the noisy rows
-    attn: train_attention.CleanNoisyLayout | None = None  # the mask without materialising it
-    t_groups: GroupedTimesteps | None = None  # one DiT timestep per group (clean, noisy blocks)
+_DEFAULTS = ObjectiveConfig()
 
 
 def fm_layout(
@@ -243,72 +259,46 @@ def fm_layout(
     segment_ids_BL=None,
     positions_BL=None,
     compact: bool = True,
+    timestep_sampling: str = _DEFAULTS.timestep_sampling,
+    prompt_block_prob: float = _DEFAULTS.prompt_block_prob,
+    loss_weights_BL=None,
+    bf16_inputs: bool = False,
 ) -> FMLayout:
-    """Build the paper's training layout from DiT-space clean latents `z0_BLC`.
+    """The Stage-2 FM inputs of DiT-space clean latents `z0_BLC`: a random draw (`draw`), the
+    noisy copy (`noisy_copy`) and the layout (`build_layout`) that the parity test checks.
 
-    One t per noisy block (rows share the t drawn at their block's first row, so packed samples
-    that restart positions get their own blocks); z_t = (1 - t) z0 + t eps. With default
-    positions and `compact`, the layout also carries `attn` and `t_groups`.
+    Loss weights: valid rows (segment id > 0) times `loss_weights_BL`, 0 on pinned rows. Blocks
+    follow the positions (packed samples that restart positions get their own blocks). With
+    default positions and `compact`, the layout also carries `attn` and `t_groups`.
     """
-    b, length, _ = z0_BLC.shape
-    compact = compact and positions_BL is None  # blocks are row-aligned
-    if length % block_size:
-        raise ValueError(
-            f"sequence length {length} is not a multiple of the DiT block size {block_size}; "
-            "use a seq_len divisible by the block size."
-        )
     seg, pos = _layout(z0_BLC[..., 0], segment_ids_BL, positions_BL)
-    z0 = z0_BLC.astype(jnp.float32)
-    z0_sg = jax.lax.stop_gradient(z0)
-    u_BL = logit_normal(jax.random.fold_in(rng, _RNG_T), (b, length), t_loc, t_scale)
-    rows = jnp.arange(length)[None, :]
-    start = jnp.clip(rows - pos % block_size, 0, length - 1)  # first row of each row's block
-    t_BL = jnp.take_along_axis(u_BL, start, axis=1)
-    eps = jax.random.normal(jax.random.fold_in(rng, _RNG_EPS), z0.shape, jnp.float32)
-    z_src = z0 if grad_to_vae else z0_sg
-    z_t = (1.0 - t_BL[..., None]) * z_src + t_BL[..., None] * eps
-    n_clean = length - block_size
-    x = jnp.concatenate([z0_sg[:, :n_clean], z_t], axis=1)
-    t_rows = jnp.concatenate([jnp.zeros((b, n_clean), jnp.float32), T_SCALE * t_BL], axis=1)
-    pos2, copy, seg2 = train_attention.layout_rows(pos, seg, block_size)
-    mask = attention.clean_noisy_mask(pos2, copy, block_size, seg2)
-    attn = t_groups = None
-    if compact:  # group 0: the clean rows (t = 0); group 1 + j: noisy block j (runs of bs rows)
-        n = length // block_size
-        t_BG = T_SCALE * jnp.pad(t_BL[:, ::block_size], ((0, 0), (1, 0)))
-        group = jnp.concatenate(
-            [jnp.zeros(n - 1, jnp.int32), jnp.arange(1, n + 1, dtype=jnp.int32)]
-        )
-        attn = train_attention.CleanNoisyLayout(seg)
-        t_groups = GroupedTimesteps(t_BG, jnp.broadcast_to(group, (b, group.size)))
-    return FMLayout(
-        x_BSC=x,
-        t_BS=t_rows,
-        positions_BS=pos2,
-        segment_ids_BS=seg2,
-        mask_B1SS=mask,
-        target_BLC=eps - z0_sg,
-        weights_BL=(seg > 0).astype(jnp.float32),
-        t_BL=t_BL,
-        attn=attn,
-        t_groups=t_groups,
+    d = flow_matching.draw(
+        rng,
+        z0_BLC.shape,
+        pos,
+        block_size=block_size,
+        t_loc=t_loc,
+        t_scale=t_scale,
+        timestep_sampling=timestep_sampling,
+        prompt_block_prob=prompt_block_prob,
     )
-
-
-def fm_loss(dit, layout: FMLayout):
-    """Mean over valid noisy tokens and channels of (v - (eps - z0))^2. -> (loss, v_BLC).
-
-    The DiT gets the compact layout (`layout.attn`, `layout.t_groups`) where there is one.
-    """
-    t = layout.t_BS if layout.t_groups is None else layout.t_groups
-    if layout.attn is None:
-        v = dit(layout.x_BSC, t, layout.positions_BS, layout.segment_ids_BS, layout.mask_B1SS)
-    else:
-        v = dit(layout.x_BSC, t, None, None, layout.attn)
-    length = layout.target_BLC.shape[1]
-    v = v[:, -length:].astype(jnp.float32)
-    err = jnp.mean(jnp.square(v - layout.target_BLC), axis=-1)
-    return masked_mean(err, layout.weights_BL), v
+    z_t, ts, target = flow_matching.noisy_copy(z0_BLC, d, grad_to_vae=grad_to_vae)
+    w = flow_matching.row_weights(_weights(seg, loss_weights_BL), d.pinned_BL)
+    t_BL = d.t_BL if d.pinned_BL is None else jnp.where(d.pinned_BL, 0.0, d.t_BL)
+    layout = flow_matching.build_layout(
+        z0_BLC,
+        z_t,
+        ts,
+        target,
+        w,
+        d.pinned_BL,
+        block_size=block_size,
+        bf16_inputs=bf16_inputs,
+        segment_ids_BL=seg,
+        positions_BL=positions_BL,
+        compact=compact,
+    )
+    return layout._replace(t_BL=t_BL)
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,6 +321,8 @@ def stage2_loss(
     mask_id: int,
     segment_ids_BL=None,
     positions_BL=None,
+    loss_weights_BL=None,
+    bf16_inputs: bool = False,
 ):
     """Stage-2 objective for a VAE mode. -> (loss, metrics).
 
@@ -339,15 +331,17 @@ def stage2_loss(
     scratch:          the same without the reference KL (there is no Stage-1 encoder)
     frozen:           lambda_fm * FM only; the encoder runs under stop_gradient
     `ref_encode` may be None unless mode is joint/interval with lambda_ref > 0.
+    `bf16_inputs`: the FM step rounds the DiT inputs to bf16 (`ObjectiveConfig.round_dit_inputs`).
     """
     m = vae_mode(mode)
     seg, pos = _layout(tokens_BL, segment_ids_BL, positions_BL)
+    w = _weights(seg, loss_weights_BL)
     metrics = {}
     if not m.trains_vae:
         mean, logvar_raw = jax.lax.stop_gradient(encode(tokens_BL, seg, pos))
         logvar = posterior.clamp_logvar(logvar_raw)
         z = posterior.sample(mean, logvar, jax.random.fold_in(rng, _RNG_POST))
-        metrics["logsnr"] = log_snr(mean, logvar, (seg > 0).astype(jnp.float32))
+        metrics["logsnr"] = log_snr(mean, logvar, w)
         vae_loss = 0.0
     else:
         bert = obj.lambda_mask > 0
@@ -361,6 +355,7 @@ def stage2_loss(
             bert=bert,
             segment_ids_BL=seg,
             positions_BL=pos,
+            loss_weights_BL=loss_weights_BL,
         )
         mean, logvar, z = t["mean"], t["logvar"], t["z"]
         vae_loss = t["recon"] + obj.stage2_beta * t["neg_entropy"]
@@ -379,6 +374,10 @@ def stage2_loss(
         grad_to_vae=obj.fm_grad_to_vae and m.trains_vae,
         segment_ids_BL=seg,
         positions_BL=positions_BL,  # None: default positions, compact layout
+        timestep_sampling=obj.timestep_sampling,
+        prompt_block_prob=obj.prompt_block_prob,
+        loss_weights_BL=loss_weights_BL,
+        bf16_inputs=bf16_inputs,
     )
     fm, _ = fm_loss(dit, layout)
     loss = vae_loss + obj.lambda_fm * fm
@@ -388,7 +387,7 @@ def stage2_loss(
             raise ValueError(f"vae_mode={mode!r} with lambda_ref > 0 needs the reference encoder.")
         r_mean, r_logvar_raw = jax.lax.stop_gradient(ref_encode(tokens_BL, seg, pos))
         ref = posterior.kl(mean, logvar, r_mean, posterior.clamp_logvar(r_logvar_raw))
-        metrics["ref_kl"] = masked_mean(ref, (seg > 0).astype(jnp.float32))
+        metrics["ref_kl"] = masked_mean(ref, w)
         loss = loss + obj.lambda_ref * metrics["ref_kl"]
     metrics["loss"] = loss
     return loss, metrics

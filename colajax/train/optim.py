@@ -1,11 +1,15 @@
 """AdamW with a warmup-cosine schedule, per-group learning rates and group freezing (optax).
 
-The optax chain computes the update *direction* (global-norm clip -> Adam -> decoupled weight
-decay, masked off norms/biases/embeddings); `Optimizer.update` multiplies it by the learning
-rate of each parameter's group at the global step. Keeping the schedule outside the chain means
-every group sees the same step count, including after phases in which a group is switched off
-(Cola's 'interval' VAE mode): its parameters and its Adam moments are then left exactly as they
-were.
+The optax chain computes the update *direction* (global-norm clip over `clip_scope` -> Adam ->
+decoupled weight decay, masked by `wd_exclude`); `Optimizer.update` multiplies it by the
+learning rate of each parameter's group at the global step. Keeping the schedule outside the
+chain means every group sees the same step count, including after phases in which a group is
+switched off (Cola's 'interval' VAE mode): its parameters and its Adam moments are then left
+exactly as they were.
+
+Each stage has its own schedule (`stage_optim`): Stage 2 warms up over `warmup_steps` and decays
+at `decay_steps`; Stage 1 over `stage1_warmup_steps` / `stage1_decay_steps` (-1: derived from
+`train.vae_steps`), so a Stage-1 run reaches its floor at its own end.
 """
 
 import dataclasses
@@ -18,6 +22,27 @@ import jax.numpy as jnp
 import optax
 
 GROUPS = ("vae", "dit", "lm")  # parameter groups: Cola's VAE and DiT, the AR/LLaDA backbone
+CLIP_SCOPES = ("all", "dit")
+DECAY_ALL: tuple[str, ...] = ()  # `wd_exclude` preset of the released script: decay every param
+DECAY_EXCLUDE_NORMS = ("bias$", "scale$", "embedding$")  # colajax's default (base.py)
+
+
+def stage_optim(config, stage: str):
+    """A copy of `config.optim` with the schedule of `stage` ('vae' | 'prior').
+
+    Stage 1: warmup `stage1_warmup_steps` (-1: min(warmup_steps, train.vae_steps)), cosine end
+    `stage1_decay_steps` (-1: train.vae_steps). Stage 2: `warmup_steps` / `decay_steps` as set.
+    """
+    opt = config.optim.copy_and_resolve_references()
+    if stage != "vae":
+        return opt
+    steps = int(config.train.vae_steps)
+    warmup = int(opt.stage1_warmup_steps)
+    decay = int(opt.stage1_decay_steps)
+    with opt.unlocked():
+        opt.warmup_steps = min(int(opt.warmup_steps), steps) if warmup < 0 else warmup
+        opt.decay_steps = steps if decay < 0 else decay
+    return opt
 
 
 def make_schedule(optim_cfg) -> optax.Schedule:
@@ -99,10 +124,21 @@ class Optimizer:
 
 
 def make_optimizer(optim_cfg, labels, group_lr: dict[str, float] | None = None) -> Optimizer:
-    """AdamW(b1, b2, eps, weight_decay masked by wd_exclude) after a global-norm clip."""
+    """AdamW(b1, b2, eps, weight_decay masked by wd_exclude) after a global-norm clip.
+
+    `clip_scope`: 'all' clips the norm of every trained gradient together; 'dit' clips the DiT
+    group's alone and leaves the VAE's unclipped (the released script clips the DiT, the only
+    thing it trains). A tree without a DiT group (Stage 1) is clipped whole either way.
+    """
+    scope = optim_cfg.clip_scope
+    if scope not in CLIP_SCOPES:
+        raise ValueError(f"optim.clip_scope={scope!r}; use one of {CLIP_SCOPES}.")
     parts = []
     if optim_cfg.clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(optim_cfg.clip_norm))
+        clip = optax.clip_by_global_norm(optim_cfg.clip_norm)
+        if scope == "dit" and "dit" in jax.tree.leaves(labels):
+            clip = optax.masked(clip, jax.tree.map(lambda lab: lab == "dit", labels))
+        parts.append(clip)
     parts.append(optax.scale_by_adam(b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps))
     if optim_cfg.weight_decay > 0:
         mask = lambda p: decay_mask(p, tuple(optim_cfg.wd_exclude))

@@ -118,7 +118,7 @@ def _build(config, name, mesh, make_stage, make_optimizer) -> StageSetup:
     if make_optimizer is not None:
         optimizer = make_optimizer(cfg, labels)
     else:
-        optimizer = optim.make_optimizer(cfg.optim, labels, group_lr)
+        optimizer = optim.make_optimizer(optim.stage_optim(cfg, name), labels, group_lr)
     shardings = state_lib.state_shardings(boxed_params, boxed_frozen, optimizer, mesh, rules)
     abstract = state_lib.abstract_state(boxed_params, boxed_frozen, optimizer, shardings)
     shd.assert_sufficiently_sharded(
@@ -126,7 +126,8 @@ def _build(config, name, mesh, make_stage, make_optimizer) -> StageSetup:
     )
     batch_sh = shd.batch_sharding(mesh, rules)
     metrics_sh = shd.replicated(mesh)
-    # One sharding for the whole batch dict (a pytree prefix): any [B, L] keys.
+    # One sharding for the whole batch dict (a pytree prefix): every [B, L] entry (tokens,
+    # loss_weights, segment_ids, ...) is split the same way, whatever keys a batch carries.
     train_step = step_lib.jit_train_step(
         step_lib.make_train_step(stage, optimizer, cfg.seed, cfg.optim.grad_accum),
         shardings,

@@ -60,6 +60,15 @@ def _replace(old, new, what: str):
     )
 
 
+def dit_fn(model: DiT, dit_params):
+    """The DiT as the objectives call it: `dit(x, t, positions, segment_ids, mask) -> v`."""
+
+    def dit(x, t, pos, seg, mask):
+        return model.apply({"params": dit_params}, x, t, pos, seg, mask)
+
+    return dit
+
+
 def encoder_params(vae_params):
     """The encoder subtree of TextVAE params (what `TextVAE.encode` reads)."""
     if "encoder" not in vae_params:
@@ -79,6 +88,7 @@ def _read_batch(batch, block_size: int):
     return tokens, {
         "segment_ids_BL": batch.get("segment_ids"),
         "positions_BL": batch.get("positions"),
+        "loss_weights_BL": batch.get("loss_weights"),  # float32; 0 = an input, not scored
     }
 
 
@@ -175,6 +185,7 @@ class PriorStage(_VAEMixin):
                 f"(got {self.joint_steps} / {self.frozen_steps})."
             )
         self.use_ref = self.vae_mode.reference and self.objective.lambda_ref > 0
+        self.bf16_inputs = self.objective.round_dit_inputs(self.dit_config.dtype)
 
     @property
     def vae_trainable(self) -> bool:
@@ -191,10 +202,7 @@ class PriorStage(_VAEMixin):
         return {"vae": vae, "dit": dit}, frozen
 
     def _dit_fn(self, dit_params):
-        def dit(x, t, pos, seg, mask):
-            return self.dit.apply({"params": dit_params}, x, t, pos, seg, mask)
-
-        return dit
+        return dit_fn(self.dit, dit_params)
 
     def loss(self, params, frozen, batch, rng, step):
         del step  # interval phases switch the VAE group off via update_enabled
@@ -214,6 +222,7 @@ class PriorStage(_VAEMixin):
             vae_config=self.vae_config,
             block_size=self.dit_config.block_size,
             mask_id=self.mask_id,
+            bf16_inputs=self.bf16_inputs,
             **layout,
         )
 
