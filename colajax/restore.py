@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 from colajax import checkpoint, families, sharding
 from colajax.data import tokenizer as tokenizer_lib
 from colajax.families.base import Family
+from colajax.generate import batching
 
 RUN_FILE = "run.json"  # written by the trainer at a run's workdir: family and stage workdirs
 
@@ -48,6 +49,17 @@ class LoadedModel:
     mesh: Mesh
     root: str  # the checkpoint root
     step: int
+
+    @property
+    def batch_sharding(self):
+        """Rows of a generation batch over this mesh's data-parallel axes (rules['batch'])."""
+        return batching.batch_sharding(self.mesh, mesh_rules(self.meta))
+
+    def generator(self, tok, opts):
+        """The family's id-level GenerateFn, data-parallel over this model's mesh."""
+        return self.family.generator(
+            self.params, self.models, self.meta, tok, opts, batch_sharding=self.batch_sharding
+        )
 
 
 def write_run_file(workdir: str, family: str, stages: list[tuple[str, str, bool]]) -> None:

@@ -222,3 +222,85 @@ def test_data_shards_are_disjoint_and_cover_the_corpus(tmp_path):
         a, b = parts[0][name], parts[1][name]
         assert a and b and not set(a) & set(b), name
         assert sorted(a + b) == sorted(docs), name
+
+
+# --- colajax eval / generate over processes -------------------------------------------------
+
+TOKENIZER = "bundled:kjv_sp4096.model"
+EVAL = ["--tasks", "kjv_lastword", "--limit", "5", "--batch-size", "3", "--max-new-tokens", "4"]
+EVAL_OUTPUTS = ["kjv_lastword_generations.jsonl", "result.json", "summary.csv", "summary.md"]
+
+
+def _random_checkpoint(path: str, family_name: str, models: dict, std: float = 0.5) -> str:
+    """Random float32 params of a family's models, written as a checkpoint with its meta."""
+    import dataclasses
+
+    from colajax import families, restore
+
+    family = families.get(family_name)
+    target = family.abstract_params(models, restore.make_mesh("data=1"), restore.DEFAULT_RULES)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: std * rng.standard_normal(s.shape, np.float32), target)
+    meta = {
+        "family": family_name,
+        "models": {k: dataclasses.asdict(m) for k, m in models.items()},
+        "tokenizer": TOKENIZER,
+    }
+    ck.save_params_checkpoint(path, params, meta)
+    return path
+
+
+def _eval(ckpt: str, out: str, nproc: int, *extra: str) -> list[str]:
+    argv = [sys.executable, "-m", "colajax.main", "eval", "--checkpoint", ckpt, "--out", out]
+    return _finish(_start(nproc, [*argv, *EVAL, "--no-progress", *extra]), timeout=600)
+
+
+def _files(out: str) -> dict[str, bytes]:
+    names = sorted(os.listdir(out))
+    return {n: open(os.path.join(out, n), "rb").read() for n in names}
+
+
+def _same_eval_files(tmp_path, ckpt: str, *extra: str) -> dict:
+    """`colajax eval` in 1 process x 4 devices and in 2 processes x 2 devices: the same files,
+    written by process 0 alone (which alone prints the JSON line)."""
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    (out,) = _eval(ckpt, one, 1, *extra)
+    out0, out1 = _eval(ckpt, two, 2, *extra)
+    files = _files(one)
+    assert sorted(files) == EVAL_OUTPUTS
+    two_files = _files(two)
+    result = json.loads(two_files.pop("result.json"))
+    assert result.pop("out") == os.path.abspath(two)
+    ref = json.loads(files.pop("result.json"))
+    assert ref.pop("out") == os.path.abspath(one) and ref == result
+    assert two_files == files  # byte-identical generations and summaries
+    rows = [json.loads(x) for x in files["kjv_lastword_generations.jsonl"].splitlines()]
+    assert len(rows) == 5 and len({r["generation"] for r in rows}) >= 3  # not all alike
+    printed = lambda s: [x for x in s.splitlines() if x.startswith('{"out"')]
+    assert len(printed(out)) == len(printed(out0)) == 1 and not printed(out1)
+    return result
+
+
+def test_eval_two_processes_write_what_one_writes(tmp_path):
+    """Cola: 5 prompts in batches of 3 (padded to the 4 data-parallel devices)."""
+    from tiny_models import TINY_DIT, TINY_VAE
+
+    ckpt = _random_checkpoint(str(tmp_path / "cola"), "cola", {"vae": TINY_VAE, "dit": TINY_DIT})
+    _same_eval_files(tmp_path, ckpt, "--steps", "2")
+
+
+def test_ar_eval_on_an_fsdp_mesh_and_generate(tmp_path):
+    """AR with its params sharded over fsdp (data=2 x fsdp=2: data across the processes, fsdp
+    within each): the same files. `colajax generate` in 2 processes: process 0 alone prints,
+    the same text as 1 process."""
+    from colajax.models.config import LMConfig
+
+    lm = LMConfig(vocab_size=4096, dim=32, ffn_dim=64, num_heads=2, head_dim=16, num_layers=1)
+    ckpt = _random_checkpoint(str(tmp_path / "ar"), "ar", {"lm": lm})
+    _same_eval_files(tmp_path, ckpt, "--mesh", "data=2,fsdp=2")
+    argv = [sys.executable, "-m", "colajax.main", "generate", "--checkpoint", ckpt, "--json"]
+    argv += ["--prompt", "And God said", "--prompt", "In the beginning", "--max-new-tokens", "4"]
+    (one,) = _finish(_start(1, argv), timeout=300)
+    out0, out1 = _finish(_start(2, argv), timeout=300)
+    rows = lambda s: [x for x in s.splitlines() if x.startswith('{"prompt"')]
+    assert len(rows(one)) == 2 and rows(out0) == rows(one) and not rows(out1)

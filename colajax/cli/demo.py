@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
     loaded = restore.load_model(args.workdir)
     tok = restore.load_tokenizer(None, loaded.meta, loaded.family.vocab_size(loaded.models))
     opts = GenOptions(max_new_tokens=args.max_new_tokens, bf16_inputs="off")
-    generate = loaded.family.generator(loaded.params, loaded.models, loaded.meta, tok, opts)
+    generate = loaded.generator(tok, opts)
     prompts = [[tok.bos_id, *tok.encode(text)] for text in PROMPTS]
     generated = generate(prompts, list(range(len(prompts))))
     print("samples (the family's benchmark sampler; Cola: 16 Euler steps, CFG 7, greedy + 1.1):")

@@ -99,5 +99,8 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError, RuntimeError) as err:
         print(f"colajax eval: error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps(result))
+    import jax
+
+    if jax.process_index() == 0:  # one line per job, not per process
+        print(json.dumps(result))
     return 0

@@ -84,7 +84,7 @@ def main(argv: Sequence[str]) -> int:
                 raise ValueError(f"prompt {p!r} encodes to no tokens; use a longer prompt.")
         local = jax.process_count() > 1  # each process generates on its own devices
         loaded = restore.load_model(args.checkpoint, args.mesh, step=args.step, local=local)
-        generate = family.generator(loaded.params, loaded.models, loaded.meta, tok, opts)
+        generate = loaded.generator(tok, opts)
         outs = []
         for start in range(0, len(ids), args.batch_size):
             chunk = ids[start : start + args.batch_size]

@@ -7,16 +7,23 @@
 
 Any family's checkpoint: parameters only (no optimizer state) are restored onto the mesh of
 this run (`--mesh`; `colajax.restore`), so a checkpoint written on 8 devices evaluates on 1 and
-vice versa. Prompts are the paper's templates (`templates.py`), the same for every family;
+vice versa. Each batch runs data-parallel: its prompts are split over the mesh's data-parallel
+axes (rules 'batch' -> data, fsdp). In a multi-process job (`colajax.distributed`) every
+process loads the tasks and restores the model onto the global mesh, all run the same batches
+(each process's devices hold their rows of every batch), the generations are gathered, and
+process 0 alone shows progress and writes the outputs, byte-identical to a one-process run.
+
+Prompts are the paper's templates (`templates.py`), the same for every family;
 generation is the family's (Cola: the block sampler with the official benchmark defaults, greedy
 + repetition penalty 1.1, 16 Euler steps, CFG 7; AR: KV-cached greedy; LLaDA: low-confidence
 remasking), 32 new tokens; scoring is the official rules (`scoring.py`). Per prompt, randomness
-is drawn from (seed, record number), so a generation does not depend on the batch size or on
-the other prompts.
+is drawn from (seed, record number), so a generation does not depend on the batch size, the
+other prompts, or the device and process count.
 
 Writes into --out: `<task>_generations.jsonl` (id, prompt, generation, ground_truth, choices
 (multiple choice only), extracted, extracted_gt, correct), `summary.csv` and `summary.md`
-(per-task accuracy and the task average); prints one JSON line. Input files are never written.
+(per-task accuracy and the task average), `result.json`; prints one JSON line. Input files are
+never written.
 """
 
 import csv
@@ -25,6 +32,7 @@ import os
 import sys
 from collections.abc import Callable
 
+import jax
 from tqdm import tqdm
 
 from colajax import restore
@@ -53,8 +61,7 @@ def model_generate_fn(directory: str, opts: GenOptions, *, tokenizer=None, mesh=
     family, models, meta, _, _ = restore.read_model_info(directory, step)
     tok = restore.load_tokenizer(tokenizer, meta, family.vocab_size(models))
     loaded = restore.load_model(directory, mesh, step=step)
-    gen = family.generator(loaded.params, loaded.models, loaded.meta, tok, opts)
-    return text_generate_fn(gen, tok)
+    return text_generate_fn(loaded.generator(tok, opts), tok)
 
 
 def run_task(task, records, generate_fn: GenerateFn, batch_size: int, progress: bool = True):
@@ -63,8 +70,9 @@ def run_task(task, records, generate_fn: GenerateFn, batch_size: int, progress: 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     size = min(batch_size, len(order))
     generations: list[str | None] = [None] * len(prompts)
+    show = progress and jax.process_index() == 0
     with tqdm(
-        total=len(prompts), desc=task, unit="prompt", disable=not progress, file=sys.stderr
+        total=len(prompts), desc=task, unit="prompt", disable=not show, file=sys.stderr
     ) as bar:
         for start in range(0, len(order), size):
             chunk = order[start : start + size]
@@ -142,15 +150,23 @@ def run_benchmark(args, generate_fn: GenerateFn | None = None) -> dict:
         generate_fn = model_generate_fn(
             args.checkpoint, args.gen, tokenizer=args.tokenizer, mesh=args.mesh, step=args.step
         )
-    os.makedirs(args.out, exist_ok=True)
+    writes = jax.process_index() == 0  # every process has every generation; one writes them
+    if writes:
+        os.makedirs(args.out, exist_ok=True)
     counts, accs = {}, {}
     for t in names:
         rows, accs[t] = run_task(t, records[t], generate_fn, args.batch_size, not args.no_progress)
         counts[t] = len(rows)
-        _write_jsonl(os.path.join(args.out, f"{t}_generations.jsonl"), rows)
-    summ = write_summary(args.out, counts, accs)
+        if writes:
+            _write_jsonl(os.path.join(args.out, f"{t}_generations.jsonl"), rows)
+    summ = scoring.summary(accs)
     result = {"out": os.path.abspath(args.out), "rows": counts, **summ}
-    source = {"checkpoint": getattr(args, "checkpoint", None), "step": getattr(args, "step", None)}
-    with open(os.path.join(args.out, "result.json"), "w", encoding="utf-8") as f:
-        json.dump({**result, **source}, f, indent=1)
+    if writes:
+        write_summary(args.out, counts, accs)
+        source = {
+            "checkpoint": getattr(args, "checkpoint", None),
+            "step": getattr(args, "step", None),
+        }
+        with open(os.path.join(args.out, "result.json"), "w", encoding="utf-8") as f:
+            json.dump({**result, **source}, f, indent=1)
     return result

@@ -2,7 +2,7 @@
 (padding never scored) and decoded with a KV cache (greedy by default). Sections: `lm`."""
 
 from colajax import flops
-from colajax.families.base import GenOptions
+from colajax.families.base import GenOptions, record_seeds
 from colajax.families.lm import LMFamily
 from colajax.generate import ar as sampler
 from colajax.generate.tokens import TokenChoice
@@ -30,7 +30,9 @@ class ARFamily(LMFamily):
     def train_flops_of(self, cfg, batch: int, seq_len: int) -> dict:
         return flops.ar_train_flops(cfg, batch, seq_len)
 
-    def generator(self, params: dict, models: dict, meta: dict, tok, opts: GenOptions):
+    def generator(
+        self, params: dict, models: dict, meta: dict, tok, opts: GenOptions, *, batch_sharding=None
+    ):
         self.generation_opts_check(opts)
         opts.reject(self.name, "steps", "block_length", "remasking")
         cfg = self.with_dtype(models, opts.dtype)["lm"]
@@ -45,8 +47,11 @@ class ARFamily(LMFamily):
         )
 
         def generate_fn(prompts: list[list[int]], numbers: list[int]) -> list[list[int]]:
-            del numbers  # greedy by default; sampling seeds sample b with seed + b
-            return sampler.generate(params, cfg, prompts, scfg, seed=opts.seed).generated
+            seeds = record_seeds(opts.seed, numbers)
+            out = sampler.generate(
+                params, cfg, prompts, scfg, seeds=seeds, batch_sharding=batch_sharding
+            )
+            return out.generated
 
         return generate_fn
 

@@ -24,8 +24,15 @@ import jax
 from colajax import sharding
 
 # generate_fn(prompt_ids, record_numbers) -> generated ids per prompt. Record numbers seed
-# per-prompt randomness, so an output does not depend on batching.
+# per-prompt randomness (seed + record number), so an output does not depend on batching, on
+# the data-parallel size or on the process count.
 GenerateFn = Callable[[list[list[int]], list[int]], list[list[int]]]
+
+
+def record_seeds(seed: int, numbers: list[int]) -> list[int]:
+    """Per-prompt sampler seeds: seed + record number (uint32), so a prompt's randomness does
+    not depend on its batch or its place in it."""
+    return [(seed + int(n)) % 2**32 for n in numbers]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,8 +163,11 @@ class Family:
             sharding.tree_shardings(boxed, mesh, rules),
         )
 
-    def generator(self, params: dict, models: dict, meta: dict, tok, opts: GenOptions):
-        """A GenerateFn for these params and settings."""
+    def generator(
+        self, params: dict, models: dict, meta: dict, tok, opts: GenOptions, *, batch_sharding=None
+    ):
+        """A GenerateFn for these params and settings; with `batch_sharding`
+        (`generate.batching.batch_sharding` of the params' mesh) it runs data-parallel."""
         raise NotImplementedError
 
     def generation_flops(self, models: dict, prompt_len: int, opts: GenOptions) -> float:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from colajax import flops
-from colajax.families.base import Family, GenOptions, StagePlan
+from colajax.families.base import Family, GenOptions, StagePlan, record_seeds
 from colajax.generate import cola as sampler
 from colajax.generate.tokens import TokenChoice
 from colajax.models.config import DiTConfig, VAEConfig, check_compatible, cola_configs
@@ -178,7 +178,9 @@ class ColaFamily(Family):
             return models
         return {k: dataclasses.replace(m, dtype=dtype) for k, m in models.items()}
 
-    def generator(self, params: dict, models: dict, meta: dict, tok, opts: GenOptions):
+    def generator(
+        self, params: dict, models: dict, meta: dict, tok, opts: GenOptions, *, batch_sharding=None
+    ):
         if "dit" not in models:
             raise ValueError(
                 "this is a Stage-1 (VAE-only) checkpoint; generation needs the DiT prior: point "
@@ -191,7 +193,10 @@ class ColaFamily(Family):
 
         def generate_fn(prompts: list[list[int]], numbers: list[int]) -> list[list[int]]:
             noise = prompt_noise(opts.seed, numbers, n_blocks, bs, c)
-            out = sampler.generate(params, vae, dit, prompts, scfg, seed=opts.seed, noise=noise)
+            out = sampler.generate(
+                params, vae, dit, prompts, scfg, seeds=record_seeds(opts.seed, numbers),
+                noise=noise, batch_sharding=batch_sharding,
+            )  # fmt: skip
             return out.generated
 
         return generate_fn

@@ -5,7 +5,7 @@ the official low-confidence remasking (one token per step, no semi-AR blocks by 
 Sections: `lm`, `llada` (mask_id, t_eps)."""
 
 from colajax import flops
-from colajax.families.base import GenOptions
+from colajax.families.base import GenOptions, record_seeds
 from colajax.families.lm import LMFamily
 from colajax.generate import llada as sampler
 from colajax.train import lm_objectives
@@ -62,13 +62,18 @@ class LLaDAFamily(LMFamily):
             pad_id=pad,
         )
 
-    def generator(self, params: dict, models: dict, meta: dict, tok, opts: GenOptions):
+    def generator(
+        self, params: dict, models: dict, meta: dict, tok, opts: GenOptions, *, batch_sharding=None
+    ):
         cfg = self.with_dtype(models, opts.dtype)["lm"]
         scfg = self.sampler_config(tok, opts)
 
         def generate_fn(prompts: list[list[int]], numbers: list[int]) -> list[list[int]]:
-            del numbers
-            return sampler.generate(params, cfg, prompts, scfg, seed=opts.seed).generated
+            seeds = record_seeds(opts.seed, numbers)
+            out = sampler.generate(
+                params, cfg, prompts, scfg, seeds=seeds, batch_sharding=batch_sharding
+            )
+            return out.generated
 
         return generate_fn
 

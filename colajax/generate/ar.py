@@ -5,8 +5,9 @@ different lengths share one compiled program. One cached pass prefills every pro
 lengths) and yields the first token from each prompt's last row; then one token per step
 against the cache, until `max_new_tokens` or every sample has emitted EOS. Token choice is
 `generate.tokens.choose_tokens` (greedy / temperature, top-k, top-p; the repetition penalty
-covers the generated ids only, as in the Cola sampler). Sample b draws from `seed + b`
-(fold_in per step), so a prompt gives the same output alone or in a batch.
+covers the generated ids only, as in the Cola sampler). Sample b draws from its own seed
+(fold_in per step), so a prompt gives the same output alone or in a batch; given a batch
+sharding, the batch runs data-parallel over the mesh (`batching`).
 """
 
 import dataclasses
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from colajax.generate import batching
 from colajax.generate.tokens import TokenChoice, add_to_history, choose_tokens
 from colajax.models.config import LMConfig
 from colajax.models.llama import Llama, init_lm_cache, lm_params
@@ -127,28 +129,34 @@ def generate(
     scfg: ARSamplerConfig = ARSamplerConfig(),
     *,
     seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    batch_sharding=None,
 ) -> ARGeneration:
     """Continue token-id prompts (>= 1 token each) with a causal model; `params` is a
-    checkpoint's `{"lm": ...}` or the `Llama` param tree itself."""
+    checkpoint's `{"lm": ...}` or the `Llama` param tree itself. Sample b draws from `seeds[b]`
+    (default `seed + b`); `batch_sharding` (`batching.batch_sharding`): run data-parallel."""
     if not cfg.causal:
         raise ValueError(
             "AR generation needs a causal model (LMConfig.causal=True); use "
             "colajax.generate.llada for a LLaDA model."
         )
     prompts = check_prompts(prompts, cfg.vocab_size, min_len=1)
+    n = len(prompts)
     lengths = np.array([len(p) for p in prompts], np.int32)
     lp = bucket_length(int(lengths.max()), scfg.bucket)
-    ids = np.full((len(prompts), lp), scfg.pad_id, np.int32)
+    ids = np.full((n, lp), scfg.pad_id, np.int32)
     for i, p in enumerate(prompts):
         ids[i, : len(p)] = p
-    seeds = jnp.asarray(np.uint32(seed) + np.arange(len(prompts), dtype=np.uint32))
+    rows = batching.padded_rows(n, batch_sharding)
+    put = batching.Placer(batch_sharding)
+    seeds_B = batching.sample_seeds(seed, seeds, n)[rows]
     eos = -1 if scfg.eos_id is None else scfg.eos_id  # host-side settings leave the static key
     core_cfg = dataclasses.replace(scfg, pad_id=0, eos_id=None, truncate_at_eos=False)
     toks, steps = _generate_core(
-        lm_params(params), jnp.asarray(ids), jnp.asarray(lengths), seeds, jnp.int32(eos),
-        cfg=cfg, scfg=core_cfg,
+        lm_params(params), put.batch(ids[rows]), put.batch(lengths[rows]), put.batch(seeds_B),
+        put.shared_value(np.int32(eos)), cfg=cfg, scfg=core_cfg,
     )  # fmt: skip
-    toks, steps = np.asarray(toks), int(steps)
+    toks, steps = batching.to_host(toks)[:n], int(batching.to_host(steps))
     generated = []
     for row in toks:
         out = row[:steps].tolist()

@@ -7,7 +7,8 @@ prefixes. Per block: Euler transport from t = T to 0 with classifier-free guidan
 alone at positions 0..bs-1; w = 1 in block 0 for samples without a prefix), clean-condition
 repaint of the pinned prompt-tail rows, decode (updating the decoder cache), token choice, and a
 t = 0 commit of the final latents to the DiT cache. Shapes are bucketed so prompts of different
-lengths share one compiled program; noise is per sample (`seed + b`) or supplied explicitly.
+lengths share one compiled program; noise is per sample (its own seed) or supplied explicitly.
+Given a batch sharding, the batch runs data-parallel over the mesh (`batching`).
 """
 
 import dataclasses
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from colajax.generate import batching
 from colajax.generate.tokens import TokenChoice, add_to_history, choose_tokens
 from colajax.models.config import DiTConfig, VAEConfig, check_compatible
 from colajax.models.dit import DiT, init_dit_cache
@@ -300,49 +302,60 @@ def generate(
     scfg: SamplerConfig = SamplerConfig(),
     *,
     seed: int = 0,
+    seeds: Sequence[int] | None = None,
     noise=None,
     return_logits: bool = False,
+    batch_sharding=None,
 ) -> Generation:
     """Generate continuations of token-id prompts (any lengths, >= 0 tokens each).
 
-    Sample b draws its noise from `seed + b` (fold_in per block), so a prompt gives the same
-    output alone or in a batch. `noise` (float32 [B, n_blocks, bs, C], DiT space) replaces the
-    draws, e.g. for parity tests.
+    Sample b draws its noise and token choices from its seed (`seeds[b]`, default `seed + b`;
+    fold_in per block), so a prompt gives the same output alone or in a batch. `noise` (float32
+    [B, n_blocks, bs, C], DiT space) replaces the noise draws, e.g. for parity tests.
+    `batch_sharding` (`batching.batch_sharding`): run data-parallel on its mesh (the batch is
+    padded to a multiple of the data-parallel size; the outputs are the same).
     """
     check_compatible(vae_cfg, dit_cfg)
     prompts = _check_prompts(prompts, vae_cfg.vocab_size)
     bs = dit_cfg.block_size
     n_blocks = scfg.n_blocks(bs)
+    n = len(prompts)
     lengths = np.array([len(p) for p in prompts], np.int32)
     lp = bucket_length(int(-(-lengths.max() // bs) * bs), bs, scfg.bucket_blocks)
-    ids = np.full((len(prompts), lp), scfg.pad_id, np.int32)
+    ids = np.full((n, lp), scfg.pad_id, np.int32)
     for i, p in enumerate(prompts):
         ids[i, : len(p)] = p
     if noise is not None:
-        want = (len(prompts), n_blocks, bs, dit_cfg.txt_in_channels)
+        want = (n, n_blocks, bs, dit_cfg.txt_in_channels)
         noise = np.asarray(noise, np.float32)  # host copy: runs on whatever devices params use
         if noise.shape != want:
             raise ValueError(f"noise has shape {noise.shape}, expected {want} [B, blocks, bs, C].")
-    seeds = jnp.asarray(np.uint32(seed) + np.arange(len(prompts), dtype=np.uint32))
+    rows = batching.padded_rows(n, batch_sharding)
+    put = batching.Placer(batch_sharding)
+    seeds = put.batch(batching.sample_seeds(seed, seeds, n)[rows])
     if noise is None:
-        noise = np.asarray(draw_noise(seeds, n_blocks, (bs, dit_cfg.txt_in_channels)))
+        noise = put.reshard(draw_noise(seeds, n_blocks, (bs, dit_cfg.txt_in_channels)))
+    else:
+        noise = put.batch(noise[rows])
     eos = -1 if scfg.eos_id is None else scfg.eos_id  # host-side settings leave the static key
     core_cfg = dataclasses.replace(scfg, pad_id=0, eos_id=None, truncate_at_eos=False)
     toks, lats, logs, k = _generate_core(
-        params, jnp.asarray(ids), jnp.asarray(lengths), seeds, jnp.int32(eos), noise,
+        params, put.batch(ids[rows]), put.batch(lengths[rows]), seeds,
+        put.shared_value(np.int32(eos)), noise,
         vae_cfg=vae_cfg, dit_cfg=dit_cfg, scfg=core_cfg, return_logits=return_logits,
     )  # fmt: skip
-    toks, k = np.asarray(toks), int(k)
+    toks, k = batching.to_host(toks)[:n], int(batching.to_host(k))
     generated = []
-    for i, n in enumerate(lengths):
-        out = toks[i, :k].reshape(-1)[int(n % bs) :][: scfg.max_new_tokens].tolist()
+    for i, length in enumerate(lengths):
+        out = toks[i, :k].reshape(-1)[int(length % bs) :][: scfg.max_new_tokens].tolist()
         if scfg.truncate_at_eos and scfg.eos_id is not None and scfg.eos_id in out:
             out = out[: out.index(scfg.eos_id)]
         generated.append(out)
+    logs = batching.to_host(logs)
     return Generation(
         generated=generated,
         tokens=toks,
-        latents=np.asarray(lats),
-        logits=None if logs is None else np.asarray(logs),
+        latents=batching.to_host(lats)[:n],
+        logits=None if logs is None else logs[:n],
         blocks_run=k,
     )

@@ -10,7 +10,8 @@ the first steps: `get_num_transfer_tokens`). Defaults: one token per step, one b
 
 Batching: prompts are left-padded into a bucketed buffer (`bucket * 2^i` columns); padding rows
 have segment id 0 (invisible) and each sample's positions start at 0, so a sample gives the same
-tokens alone or in a batch. Sample b draws from `seed + b` (fold_in per step).
+tokens alone or in a batch. Sample b draws from its own seed (fold_in per step); given a batch
+sharding, the batch runs data-parallel over the mesh (`batching`).
 
 Deliberate differences from the official loop (identical tokens otherwise): prompt tokens are
 never changed (the official loop would also refill prompt rows equal to the mask id); x0 never
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from colajax.generate import batching
 from colajax.generate.ar import bucket_length, check_prompts
 from colajax.models.config import LMConfig
 from colajax.models.llama import Llama, lm_params
@@ -174,9 +176,12 @@ def generate(
     scfg: LLaDASamplerConfig = LLaDASamplerConfig(),
     *,
     seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    batch_sharding=None,
 ) -> LLaDAGeneration:
     """Generate `max_new_tokens` answer ids per prompt (>= 0 tokens each) with a bidirectional
-    LLaDA model; `params` is a checkpoint's `{"lm": ...}` or the `Llama` param tree."""
+    LLaDA model; `params` is a checkpoint's `{"lm": ...}` or the `Llama` param tree. Sample b
+    draws from `seeds[b]` (default `seed + b`); `batch_sharding`: run data-parallel."""
     if cfg.causal or cfg.mask_id is None:
         raise ValueError(
             "LLaDA generation needs a bidirectional model with a mask token (LMConfig "
@@ -195,20 +200,23 @@ def generate(
         ids[i, p - len(q) : p] = q
     seg = (col >= start).astype(np.int32)
     pos = np.where(col >= start, col - start, 0).astype(np.int32)
-    seeds = jnp.asarray(np.uint32(seed) + np.arange(b, dtype=np.uint32))
+    rows = batching.padded_rows(b, batch_sharding)
+    put = batching.Placer(batch_sharding)
+    seeds_B = batching.sample_seeds(seed, seeds, b)[rows]
     sched = np.zeros(g, np.int32)  # steps_per_block <= block <= g
     sched[: scfg.steps_per_block] = scfg.transfer_schedule()
+    shared = [np.int32(scfg.n_steps), np.int32(scfg.steps_per_block), np.int32(scfg.block)]
     toks, when = _generate_core(
-        lm_params(params), jnp.asarray(ids), jnp.asarray(pos), jnp.asarray(seg), seeds,
-        jnp.int32(scfg.n_steps), jnp.int32(scfg.steps_per_block), jnp.int32(scfg.block),
-        jnp.asarray(sched), jnp.float32(scfg.temperature),
+        lm_params(params), put.batch(ids[rows]), put.batch(pos[rows]), put.batch(seg[rows]),
+        put.batch(seeds_B), *map(put.shared_value, shared), put.shared_value(sched),
+        put.shared_value(np.float32(scfg.temperature)),
         cfg=cfg, gen_len=g, remasking=scfg.remasking, sample=scfg.temperature > 0,
     )  # fmt: skip
-    toks = np.asarray(toks)
+    toks = batching.to_host(toks)[:b]
     generated = []
     for row in toks:
         out = row.tolist()
         if scfg.truncate_at_eos and scfg.eos_id is not None and scfg.eos_id in out:
             out = out[: out.index(scfg.eos_id)]
         generated.append(out)
-    return LLaDAGeneration(generated=generated, tokens=toks, unmask_step=np.asarray(when))
+    return LLaDAGeneration(generated=generated, tokens=toks, unmask_step=batching.to_host(when)[:b])
