@@ -4,7 +4,7 @@ VENV_OK := .venv/.installed
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 export PYTHONHASHSEED := 0
 
-.PHONY: venv test test-slow test-all demo lint fmt clean
+.PHONY: venv test test-slow test-all demo sweep-demo lint fmt clean
 
 $(VENV_OK): requirements-cpu.lock setup.py
 	test -x $(PY) || python3 -m venv .venv
@@ -26,6 +26,13 @@ test-all: $(VENV_OK)
 
 demo: $(VENV_OK)
 	$(PY) -m colajax.main demo --workdir runs/demo
+
+SWEEP := experiments/sweep_cpu.py
+sweep-demo: $(VENV_OK)  # three families x 4 budgets + a 3 x 3 Cola IsoFLOP grid (CPU, < 30 min)
+	$(PY) -m colajax.main sweep plan $(SWEEP)
+	$(PY) -m colajax.main sweep run $(SWEEP) --local
+	$(PY) -m colajax.main sweep eval $(SWEEP) --limit 48 --max-new-tokens 12 --no-progress
+	$(PY) -m colajax.main sweep report $(SWEEP)
 
 lint: $(VENV_OK)
 	$(PY) -m ruff check colajax experiments launch tests

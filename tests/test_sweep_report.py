@@ -219,7 +219,9 @@ def test_report_isoflop_grid(tmp_path):
             spec.write_manifest(d, run)
     out = report.write_report(root)  # from the manifests alone
     fits = json.load(open(out["fits"]))
-    assert fits["loss_key"] == "eval/loss"
+    assert fits["loss_key"] == {"cola": "eval/loss"}
+    by_family = report.write_report(root, str(tmp_path / "r2"), loss_key={"cola": "eval/fm"})
+    assert by_family["fits"] is None and "no" in by_family["notes"][-1]  # cola's column is absent
     law = fits["families"]["cola"]["n_opt_law"]
     assert law["exponent"] == pytest.approx(0.5, abs=1e-6)
     assert out["fit_lines"][0].startswith("cola: N_opt ~ C^0.500, D_opt ~ C^0.500")

@@ -39,7 +39,6 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--only", action="append", default=[], help="run name (repeatable)")
     r.add_argument("--launcher", default=None, help="submit one job per run: tpu_vm|xpk|slurm")
     r.add_argument("--dry-run", action="store_true", help="print the launcher commands")
-    r.add_argument("launcher_args", nargs=argparse.REMAINDER, help="-- then launcher flags")
     e = sub.add_parser("eval", help="evaluate every budget checkpoint not evaluated yet")
     _common(e)
     e.add_argument("--tasks", default=None, help="default: the bundled KJV tasks")
@@ -79,12 +78,14 @@ def _launch(sweep, root, args) -> int:
             continue
         r = runner.resolve(sweep, run, root)
         jobs.append((run.name, ["colajax", *runner.train_argv(sweep, r)]))
-    extra = [a for a in args.launcher_args if a != "--"]
-    return launch_sweep.submit(jobs, args.launcher, extra, dry_run=args.dry_run)
+    return launch_sweep.submit(jobs, args.launcher, args.launcher_args, dry_run=args.dry_run)
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(argv)
+    cut = argv.index("--") if "--" in argv else len(argv)  # after `--`: the launcher's flags
+    args = _parser().parse_args(argv[:cut])
+    args.launcher_args = argv[cut + 1 :]
     try:
         from colajax import distributed
         from colajax.sweep import runner

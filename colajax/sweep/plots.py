@@ -176,8 +176,9 @@ def _law_panel(ax, budgets, key, law, label):
     ax.grid(True, which="major", alpha=0.3)
 
 
-def plot_isoflop(fits: dict, out_dir: str, loss_key: str = "eval/loss") -> list[str]:
-    """One `isoflop_<family>.png` per fitted family; returns their paths."""
+def plot_isoflop(fits: dict, out_dir: str, loss_key: str | dict = "eval/loss") -> list[str]:
+    """One `isoflop_<family>.png` per fitted family; returns their paths. `loss_key`: the loss
+    column (one for all or {family: column}), for the axis label."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for family, fit in fits.items():
@@ -196,7 +197,8 @@ def plot_isoflop(fits: dict, out_dir: str, loss_key: str = "eval/loss") -> list[
                 ax.plot([b["n_opt"]], [b["loss_opt"]], "*", ms=10, color=color)
         ax.set_xscale("log")
         ax.set_xlabel("parameters N")
-        ax.set_ylabel(f"held-out {loss_key}")
+        key = loss_key if isinstance(loss_key, str) else loss_key.get(family, "loss")
+        ax.set_ylabel(f"held-out {key}")
         ax.set_title(f"{family}: IsoFLOP curves")
         ax.legend(fontsize=7)
         ax.grid(True, which="major", alpha=0.3)

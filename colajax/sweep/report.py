@@ -263,17 +263,25 @@ def write_csv(rows: list[dict], columns: list[str], path: str) -> str:
     return path
 
 
-def isoflop_points(rows: list[dict], loss_key: str) -> list[dict]:
-    """IsoFLOP points (family, budget, N, loss) from the final-step rows of isoflop runs."""
+def family_loss_key(loss_key: str | dict, family: str) -> str:
+    """The loss column of `family`: one key for all, or a {family: key} dict."""
+    return loss_key if isinstance(loss_key, str) else loss_key.get(family, "eval/loss")
+
+
+def isoflop_points(rows: list[dict], loss_key: str | dict) -> list[dict]:
+    """IsoFLOP points (family, budget, N, loss) from the final-step rows of isoflop runs;
+    `loss_key`: one column for every family or {family: column}."""
     points = []
     for r in rows:
-        if r.get("kind") == "isoflop" and r.get("budget_eflops") and r.get(loss_key) is not None:
+        key = family_loss_key(loss_key, r.get("family", ""))
+        if r.get("kind") == "isoflop" and r.get("budget_eflops") and r.get(key) is not None:
             points.append(
                 {
                     "family": r["family"],
                     "budget_eflops": r["budget_eflops"],
                     "n_params": r["n_params"],
-                    "loss": r[loss_key],
+                    "loss": r[key],
+                    "loss_key": key,
                 }
             )
     return points
@@ -284,7 +292,7 @@ def write_report(
     out_dir: str | None = None,
     sweep: Sweep | None = None,
     *,
-    loss_key: str = "eval/loss",
+    loss_key: str | dict = "eval/loss",
     paper: str = "auto",
 ) -> dict:
     """Write `<out_dir>/sweep.csv`, the PNGs and `isoflop_fits.json` (default out_dir:
@@ -300,17 +308,19 @@ def write_report(
     csv_path = write_csv(rows, columns, os.path.join(out_dir, CSV_NAME))
     tasks = [c for c in task_columns(rows) if any(r.get(c) is not None for r in rows)]
     pngs = plots.plot_accuracy(rows, tasks, out_dir, paper=paper)
-    fits = isoflop.fit_all(isoflop_points(rows, loss_key))
+    points = isoflop_points(rows, loss_key)
+    fits = isoflop.fit_all(points)
+    keys = {p["family"]: p["loss_key"] for p in points}  # the column each family's fit used
     fits_path, lines = None, []
     if fits:
         fits_path = os.path.join(out_dir, FITS_NAME)
         with open(fits_path, "w", encoding="utf-8") as f:
-            json.dump({"loss_key": loss_key, "families": fits}, f, indent=1)
-        pngs += plots.plot_isoflop(fits, out_dir, loss_key)
+            json.dump({"loss_key": keys, "families": fits}, f, indent=1)
+        pngs += plots.plot_isoflop(fits, out_dir, keys)
         lines = isoflop.summary_lines(fits)
         notes += [f"{fam}: {n}" for fam, fit in fits.items() for n in fit["notes"]]
     elif any(r.get("kind") == "isoflop" for r in rows):
-        notes.append(f"isoflop runs have no {loss_key!r}; pass another loss_key")
+        notes.append(f"isoflop runs have no loss column {loss_key!r}; pass another --loss-key")
     return {
         "csv": csv_path,
         "pngs": pngs,

@@ -232,7 +232,7 @@ def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, budget, st
     pending: tuple[int, Any] | None = None  # (step, device metrics) fetched one step late
     last: dict[str, float] = {}
     evals: dict[str, float] = {}
-    saved_at = step
+    saved_at, evaluated_at = step, None
     first = True
     t_start = time.perf_counter()
 
@@ -280,12 +280,19 @@ def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, budget, st
                 stop = ckpt.reached_preemption(step) or stop
             if step % tr.ckpt_every == 0 or step in budget.steps or stop:
                 save(step)
-            if eval_batches is not None and tr.eval_every > 0 and step % tr.eval_every == 0:
+            if (
+                eval_batches is not None
+                and tr.eval_every > 0
+                and (
+                    step % tr.eval_every == 0 or step in budget.steps  # held-out loss per budget
+                )
+            ):
                 drain()
                 evals = _evaluate(setup, state, eval_batches)
                 writer.write(step, evals, prefix="eval")
                 log(f"[{name}] eval " + metrics_lib.format_line(step, total, evals))
                 tput.reset()
+                evaluated_at = step
             if stop:
                 ckpt.wait()
                 who = f" process {jax.process_index()}/{jax.process_count()}:"
@@ -300,7 +307,7 @@ def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, budget, st
                 ckpt.wait()
                 return {"status": "stopped", "step": step, "metrics": last, "eval": evals}
         drain()
-        if eval_batches is not None and tr.eval_every > 0 and step % tr.eval_every:
+        if eval_batches is not None and tr.eval_every > 0 and evaluated_at != step:
             evals = _evaluate(setup, state, eval_batches)  # held-out losses at the end too
             writer.write(step, evals, prefix="eval")
             log(f"[{name}] eval " + metrics_lib.format_line(step, total, evals))
