@@ -345,14 +345,10 @@ _QUIET = False
 def _quiet_abandoned_reads() -> None:
     """Hide the noise of the reads Orbax abandons when a restore fails (once per process).
 
-    Orbax reads every array of a step concurrently (`asyncio.gather` in a fresh event loop,
-    `orbax.checkpoint._src.asyncio_utils.run_sync`) and closes that loop as soon as the call
-    returns. When one read fails (a corrupt step), the call raises at once while the sibling
-    tensorstore reads are still running; as each finishes, tensorstore schedules its callback on
-    the closed loop ("RuntimeError: Event loop is closed", reported from its thread as an
-    unraisable exception) and the failed sibling tasks are collected unretrieved (asyncio logs
-    "Task exception was never retrieved"). Their results are discarded, so both reports are
-    noise after our own warning; this filters exactly those two and nothing else.
+    Orbax reads a step's arrays concurrently in a fresh event loop and closes it as soon as one
+    read fails (a corrupt step); the sibling reads then report "Event loop is closed" (an
+    unraisable exception) and "Task exception was never retrieved" (asyncio's log). Their
+    results are discarded, so after our own warning both are noise: exactly those are filtered.
     """
     global _QUIET
     if _QUIET:

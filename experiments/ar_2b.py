@@ -4,12 +4,16 @@
 (1408 x 512), seeds and mesh as experiments/cola_2b.py, so the runs are FLOP-matched on the
 paper's axis 6 x 1.8e9 x tokens.
 
-TPU VM slice (every worker runs the same command):
+TPU VM slice (every worker runs the same command; jax.distributed starts by itself):
 
-    gcloud compute tpus tpu-vm ssh $TPU --worker=all --command "cd colajax && \
-      python -m colajax.main train --config experiments/ar_2b.py \
-      --workdir gs://$BUCKET/ar_2b --config.data.path=gs://$BUCKET/data/*.array_record \
-      --config.data.tokenizer=gs://$BUCKET/olmo2/tokenizer.json"
+    python -m launch.tpu_vm create --name ar --zone ZONE --type v5p-128 --mode spot
+    python -m launch.tpu_vm setup --name ar --zone ZONE
+    python -m launch.tpu_vm run --name ar --zone ZONE --run ar2b -- colajax train \
+      --config experiments/ar_2b.py --workdir gs://$BUCKET/ar_2b \
+      --config.data.path=gs://$BUCKET/data/*.array_record \
+      --config.data.tokenizer=gs://$BUCKET/olmo2/tokenizer.json
+
+Will it fit? `colajax aot --config experiments/ar_2b.py --topology v5p-128` (README).
 """
 
 import ml_collections

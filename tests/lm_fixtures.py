@@ -4,27 +4,18 @@ the real `colajax import-hf --llama` CLI and restore the checkpoint."""
 import os
 
 import numpy as np
+import parity_dirs
 import pytest
+from parity_dirs import ENV, PARITY_DIR, TOL  # noqa: F401  (TOL: re-exported)
 
 from colajax import checkpoint
 from colajax.cli import import_hf as import_hf_cli
 from colajax.models.config import LMConfig
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = "COLAJAX_PARITY_DIR"
-PARITY_DIR = os.environ.get(ENV, os.path.join(os.path.dirname(REPO), "shared", "reference"))
-TOL = dict(rtol=1e-4, atol=1e-4)
-
 
 def fixture_dirs(prefix: str) -> list[str]:
     """Every `<prefix>*` folder under PARITY_DIR holding cases.npz + config.json."""
-    return sorted(
-        root
-        for root, _, files in os.walk(PARITY_DIR)
-        if os.path.basename(root).startswith(prefix)
-        and "cases.npz" in files
-        and "config.json" in files
-    )
+    return parity_dirs.fixture_dirs("cases.npz", prefix=prefix)
 
 
 def require_fixtures(found: list[str], prefix: str) -> None:

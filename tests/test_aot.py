@@ -55,3 +55,27 @@ def test_a_step_that_does_not_fit_is_reported_with_exit_3():
     assert out.returncode == 3, out.stderr[-3000:]
     assert "DOES NOT FIT" in out.stdout and "exceeds available HBM" in out.stdout
     assert "Traceback" not in out.stderr
+
+
+def test_stages_follow_the_family():
+    """Every family's stages compile: Cola's two ('all' or one), the baselines' one 'lm'."""
+    from colajax.config import load_config
+
+    load = lambda *o: load_config("experiments/tiny.py:synthetic", list(o))
+    assert aot.stages_of(load()) == ["vae", "prior"]
+    assert aot.stages_of(load("stage=prior")) == ["prior"]
+    assert aot.stages_of(load("model=ar")) == ["lm"]
+    assert aot.stages_of(load("model=llada", "stage=lm")) == ["lm"]
+    with pytest.raises(ValueError, match="not a stage of the ar family"):
+        aot.stages_of(load("model=ar", "stage=vae"))
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason="needs the libtpu wheel: pip install 'colajax[aot]'")
+def test_tiny_ar_compiles_for_a_v5e_4():
+    cmd = [sys.executable, "-m", "colajax.main", "aot", "--config", "experiments/tiny.py:synthetic"]
+    cmd += ["--topology", "v5e-4", "--config.model=ar", "--json"]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (row,) = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert row["stage"] == "lm" and row["fits"] and row["model_flops_per_step"] > 0

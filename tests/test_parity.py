@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from parity_dirs import ENV, PARITY_DIR, TOL, fixture_dirs
 
 from colajax import checkpoint
 from colajax.cli import import_hf as import_hf_cli
@@ -21,22 +22,7 @@ from colajax.models.attention import segments_from_lengths
 from colajax.models.config import DiTConfig, VAEConfig
 from colajax.models.dit import DiT, init_dit_cache
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = "COLAJAX_PARITY_DIR"
-PARITY_DIR = os.environ.get(ENV, os.path.join(os.path.dirname(REPO), "shared", "reference"))
-TOL = dict(rtol=1e-4, atol=1e-4)
-
-
-def _is_fixture(root: str, files: list[str]) -> bool:
-    has = lambda sub: os.path.isfile(os.path.join(root, sub, "config.json"))
-    return "cases.npz" in files and has("dit") and has("vae")
-
-
-def _fixture_dirs() -> list[str]:
-    return sorted(root for root, _, files in os.walk(PARITY_DIR) if _is_fixture(root, files))
-
-
-FIXTURES = _fixture_dirs()
+FIXTURES = fixture_dirs("cases.npz", ("dit", "vae"))
 DIT_CASES = ["dit", "dit_cached"]
 # VAE cases, computed from the same imported checkpoint.
 VAE_CASES = ["vae_encode_mean", "vae_encode_logvar", "vae_encode_logvar_raw"]

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 import pytest
 from layout_reference import allowed_rows
+from parity_dirs import ENV, PARITY_DIR, TOL, fixture_dirs
 
 from colajax.convert.hf_dit import dit_config_from_hf, dit_hf_spec, dit_params_from_hf
 from colajax.convert.hf_io import load_hf_dir
@@ -30,23 +31,11 @@ from colajax.models.dit import DiT, GroupedTimesteps
 from colajax.train import flow_matching, stages
 from colajax.train.objectives import ObjectiveConfig
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = "COLAJAX_PARITY_DIR"
-PARITY_DIR = os.environ.get(ENV, os.path.join(os.path.dirname(REPO), "shared", "reference"))
-TOL = dict(rtol=1e-4, atol=1e-4)
 CASES = ("seq_", "blk_", "pad_")
 VARIANTS = ("official", "nocast")
 
 
-def _fixture_dirs() -> list[str]:
-    found = []
-    for root, _, files in os.walk(PARITY_DIR):
-        if "train_step.npz" in files and os.path.isfile(os.path.join(root, "dit", "config.json")):
-            found.append(root)
-    return sorted(found)
-
-
-FIXTURES = _fixture_dirs()
+FIXTURES = fixture_dirs("train_step.npz", ("dit",))
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from parity_dirs import PARITY_DIR, TOL, fixture_dirs
 
 from colajax.convert.hf_io import load_hf_dir
 from colajax.convert.hf_vae import vae_config_from_hf, vae_params_from_hf
@@ -20,22 +21,7 @@ from colajax.models.attention import segments_from_lengths
 from colajax.models.posterior import clamp_logvar
 from colajax.models.vae import TextVAE, init_decoder_cache
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARITY_DIR = os.environ.get(
-    "COLAJAX_PARITY_DIR", os.path.join(os.path.dirname(REPO), "shared", "reference")
-)
-TOL = dict(rtol=1e-4, atol=1e-4)
-
-
-def _fixture_dirs() -> list[str]:
-    found = []
-    for root, _, files in os.walk(PARITY_DIR):
-        if "cases.npz" in files and os.path.isfile(os.path.join(root, "vae", "config.json")):
-            found.append(root)
-    return sorted(found)
-
-
-FIXTURES = _fixture_dirs()
+FIXTURES = fixture_dirs("cases.npz", ("vae",))
 CASES = ["encode_mean", "encode_logvar", "encode_logvar_raw", "decode", "decode_cached"]
 
 

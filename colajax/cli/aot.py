@@ -108,7 +108,10 @@ def _oom(stage, mesh, setup, message: str) -> dict:
 
 
 def stages_of(config) -> list[str]:
-    return ["vae", "prior"] if config.stage == "both" else [config.stage]
+    """The stages `config.stage` selects, in the family's order (Cola: vae, prior; AR/LLaDA: lm)."""
+    from colajax import families
+
+    return families.of_config(config).stage_names(config)
 
 
 def main(argv: list[str]) -> int:
@@ -116,7 +119,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--config", required=True, help="experiment file, optionally :arg")
     p.add_argument("--topology", required=True, help="TPU slice, e.g. v5p-128, v5e-256, v6e-64")
     p.add_argument("--num-slices", type=int, default=None, help="slices (default: the config's)")
-    p.add_argument("--stage", choices=("vae", "prior"), help="one stage (default: config.stage)")
+    p.add_argument("--stage", help="one stage of the family (default: config.stage)")
     p.add_argument("--json", action="store_true", help="one JSON object per stage")
     args, rest = p.parse_known_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile for the TPU; run nothing on it
