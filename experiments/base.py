@@ -115,7 +115,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.vae_lr_ratio = 1.0  # VAE learning rate / DiT learning rate (paper: 1, "Joint DiT x1")
     s.interval_joint_steps = 2000  # interval mode: steps with the VAE trained ...
     s.interval_frozen_steps = 3000  # ... then steps with it frozen, repeated
-    s.init_from = ""  # Stage-1 checkpoint root ('' with stage=both: <workdir>/vae)
+    s.init_from = ""  # Stage-1 checkpoint root ('' with stage=all: <workdir>/vae)
 
     # Optimizer (paper §2.4).
     c.optim = p = ml_collections.ConfigDict()

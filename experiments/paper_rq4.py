@@ -6,12 +6,13 @@ checkpoints 77.86 * k EFLOPs (k = 1..25) on the axis 6 x 1.8e9 x tokens: steps 1
 not on the axis (train.vae_steps; the paper gives none).
 
     colajax sweep plan experiments/paper_rq4.py                       # the table (no compute)
-    colajax sweep run experiments/paper_rq4.py --root gs://$BUCKET/rq4 \
-        --launcher tpu_vm -- --name rq4 --zone $ZONE --accelerator v5p-128 \
-        --data gs://$BUCKET/data --spot                               # one TPU VM job per family
-    colajax sweep eval experiments/paper_rq4.py --root gs://$BUCKET/rq4 --data eval_data/ \
+    colajax sweep run experiments/paper_rq4.py --root gs://$BUCKET/rq4 --launcher tpu_vm \
+        -- --name rq4 --zone $ZONE --type v5p-128 --mode spot      # one TPU VM job per family
+    # add --dry-run after --launcher tpu_vm to print the gcloud commands first
+    # eval/report read the sweep root as a local path: mount the bucket (gcsfuse) or copy it
+    colajax sweep eval experiments/paper_rq4.py --root /mnt/rq4 --data eval_data/ \
         --tasks lambada,mmlu,obqa,hellaswag,race,siqa,squad,story_cloze
-    colajax sweep report experiments/paper_rq4.py --root gs://$BUCKET/rq4
+    colajax sweep report experiments/paper_rq4.py --root /mnt/rq4
 
 Point config.data at your corpus and tokenizer (here: placeholders of experiments/cola_2b.py),
 e.g. `--config.data.path=...` in each run's overrides or by editing cola_2b.py.
