@@ -21,8 +21,8 @@ from colajax.sweep.spec import RunSpec
 from experiments import tiny
 
 BUDGETS = (0.5e-7, 1.0e-7, 1.5e-7, 2.0e-7)  # EFLOPs: 6 N tokens, at 8 x 64 tokens per step
-ISO_BUDGETS = (0.8e-7, 1.6e-7, 3.2e-7)
-ISO_WIDTHS = (48, 64, 96)  # DiT widths of the grid (head_dim 16, ~32 channels per layer)
+ISO_BUDGETS = (0.6e-7, 1.2e-7, 2.4e-7)
+ISO_WIDTHS = (32, 48, 64)  # DiT widths of the grid (head_dim 16, ~32 channels per layer)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

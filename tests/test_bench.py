@@ -6,7 +6,7 @@ import pytest
 
 from colajax import flops
 from colajax.cli import bench
-from colajax.models.config import DiTConfig, VAEConfig
+from colajax.models.config import cola_configs
 
 KEYS = {
     "step_time_s",
@@ -33,9 +33,10 @@ def test_bench_train_prints_one_json_line_with_consistent_numbers(capsys):
     from colajax import config as config_lib
 
     cfg = config_lib.load_config("experiments/tiny.py", ["stage2.vae_mode=frozen"])
+    vae_cfg, dit_cfg = cola_configs(cfg)
     want = flops.stage2_flops(
-        VAEConfig.from_dict(cfg.vae.to_dict()),
-        DiTConfig.from_dict(cfg.dit.to_dict()),
+        vae_cfg,
+        dit_cfg,
         cfg.train.batch_size,
         cfg.train.seq_len,
         mode="frozen",

@@ -232,7 +232,7 @@ def test_bfloat16_dtype_is_recorded_params_stay_float32(hf, tmp_path, capsys):
     )
     assert rc == 0, err
     params, meta = checkpoint.restore_params(out)
-    assert meta["dit_config"]["dtype"] == meta["vae_config"]["dtype"] == "bfloat16"
+    assert meta["models"]["dit"]["dtype"] == meta["models"]["vae"]["dtype"] == "bfloat16"
     assert {a.dtype for a in jax.tree.leaves(params)} == {jnp.dtype("float32")}
 
 

@@ -120,8 +120,8 @@ def outputs(tmp_path_factory):
         if path not in done:
             params, meta = _import(path, tmp_path_factory.mktemp("parity"))
             c = np.load(os.path.join(path, "cases.npz"))
-            dit_cfg = DiTConfig.from_dict(meta["dit_config"])
-            vae_cfg = VAEConfig.from_dict(meta["vae_config"])
+            dit_cfg = DiTConfig.from_dict(meta["models"]["dit"])
+            vae_cfg = VAEConfig.from_dict(meta["models"]["vae"])
             assert dit_cfg.dtype == vae_cfg.dtype == "float32"
             done[path] = {
                 **_dit_cases(params["dit"], dit_cfg, c),

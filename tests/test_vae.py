@@ -192,7 +192,7 @@ def test_converter_errors():
 
 
 def test_config_validation():
-    hf = {"model_type": "cola_text_vae", "dim": 32, "num_heads": 4, "dtype": "bfloat16"}
+    hf = {"model_type": "cola_text_vae", "dim": 32, "num_heads": 4, "dtype": "bfloat16", "block_size": 4}
     cfg = vae_config_from_hf({**hf, "architectures": ["X"], "use_emb": True})
     assert cfg.dim == 32 and cfg.dtype == "float32"  # HF storage dtype is not the compute dtype
     assert vae_config_from_hf(hf, dtype="bfloat16").dtype == "bfloat16"
@@ -310,7 +310,7 @@ def test_remat_same_values_and_grads():
     v2, g2 = value_and_grad(dataclasses.replace(small, remat=True))
     np.testing.assert_allclose(v1, v2, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-7)  # float32 reassociation
 
 
 def test_posterior_helpers():
