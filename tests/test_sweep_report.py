@@ -107,9 +107,17 @@ def test_report_csv_and_pngs(tmp_path):
     assert llada["average"] == "" and llada["eval/loss"] == "4"  # budget reached, not evaluated
     assert float(llada["n_params"]) == N
     names = sorted(os.path.basename(p) for p in out["pngs"])
-    assert names == ["accuracy_average.png", "accuracy_paper_rq4.png", "accuracy_tasks.png"]
+    assert names == [
+        "accuracy_average.png", "accuracy_paper_rq4.png", "accuracy_tasks.png",
+        "loss_vs_compute.png",
+    ]  # fmt: skip
     assert all(_is_png(p) for p in out["pngs"])
     assert out["fits"] is None and out["rows"] == 4
+    # per-family loss columns: Cola's eval/fm is logged at step 10 only, the others' eval/loss
+    by_family = report.write_report(
+        root, str(tmp_path / "r2"), sweep=sweep, loss_key={"cola": "eval/fm"}
+    )
+    assert "loss_vs_compute.png" in [os.path.basename(p) for p in by_family["pngs"]]
 
 
 def test_gather_from_manifests_equals_gather_from_sweep(tmp_path):

@@ -6,6 +6,7 @@
   EFLOPs; occluded and derived cells are empty, `~` readings are kept and listed in `approx`)
   is drawn dashed in the same panels when the sweep's EFLOPs overlap the paper's range
   (`paper='auto'`, or always with 'overlay'), else in `accuracy_paper_rq4.png` beside them.
+* `loss_vs_compute.png`: each family's held-out loss vs paper EFLOPs (one panel per family).
 * `isoflop_<family>.png`: held-out loss vs N per budget with the fitted parabolas, and N_opt /
   D_opt vs compute with their power laws.
 """
@@ -89,7 +90,7 @@ def _series(rows: list[dict], task: str) -> dict[tuple[str, str], list[tuple[flo
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def _draw(ax, rows, task, paper, title=True):
+def _draw(ax, rows, task, paper, title=True, ylabel="accuracy (%)"):
     styles: dict[str, int] = {}
     for (family, run), pts in _series(rows, task).items():
         k = styles.setdefault(family, 0)
@@ -113,7 +114,7 @@ def _draw(ax, rows, task, paper, title=True):
     if title:
         ax.set_title(task)
     ax.set_xlabel("EFLOPs (6 N D)")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(ylabel)
 
 
 def _overlaps(rows: list[dict], paper: list[dict]) -> bool:
@@ -158,6 +159,27 @@ def plot_accuracy(rows: list[dict], tasks: list[str], out_dir: str, paper: str =
         fig.text(0.01, 0.99, "paper Fig. 10 (digitized), 2B models", va="top", fontsize=9)
         paths.append(_save(fig, os.path.join(out_dir, "accuracy_paper_rq4.png")))
     return paths
+
+
+def plot_losses(rows: list[dict], out_dir: str, keys: dict[str, str]) -> list[str]:
+    """`loss_vs_compute.png`: each family's held-out loss (`keys[family]`, e.g. Cola's eval/fm)
+    vs paper EFLOPs at its budget checkpoints, one panel per family (the families' losses are
+    different quantities); [] when no run logged one."""
+    rows = [r for r in rows if r.get("kind") != "isoflop"]
+    panels = []
+    for family, key in sorted(keys.items()):
+        own = [r for r in rows if r.get("family") == family]
+        if _series(own, key):
+            panels.append((family, key, own))
+    if not panels:
+        return []
+    os.makedirs(out_dir, exist_ok=True)
+    fig, axes = _figure(len(panels), min(3, len(panels)))
+    for ax, (family, key, own) in zip(axes, panels, strict=True):
+        _draw(ax, own, key, [], title=False, ylabel=f"held-out {key}")
+        ax.set_title(family)
+    _legend(fig, axes)
+    return [_save(fig, os.path.join(out_dir, "loss_vs_compute.png"))]
 
 
 def _law_panel(ax, budgets, key, law, label):

@@ -308,6 +308,8 @@ def write_report(
     csv_path = write_csv(rows, columns, os.path.join(out_dir, CSV_NAME))
     tasks = [c for c in task_columns(rows) if any(r.get(c) is not None for r in rows)]
     pngs = plots.plot_accuracy(rows, tasks, out_dir, paper=paper)
+    families = sorted({r["family"] for r in rows if r.get("family")})
+    pngs += plots.plot_losses(rows, out_dir, {f: family_loss_key(loss_key, f) for f in families})
     points = isoflop_points(rows, loss_key)
     fits = isoflop.fit_all(points)
     keys = {p["family"]: p["loss_key"] for p in points}  # the column each family's fit used
