@@ -192,7 +192,8 @@ def test_converter_errors():
 
 
 def test_config_validation():
-    hf = {"model_type": "cola_text_vae", "dim": 32, "num_heads": 4, "dtype": "bfloat16", "block_size": 4}
+    hf = {"model_type": "cola_text_vae", "dim": 32, "num_heads": 4, "dtype": "bfloat16"}
+    hf["block_size"] = 4
     cfg = vae_config_from_hf({**hf, "architectures": ["X"], "use_emb": True})
     assert cfg.dim == 32 and cfg.dtype == "float32"  # HF storage dtype is not the compute dtype
     assert vae_config_from_hf(hf, dtype="bfloat16").dtype == "bfloat16"
