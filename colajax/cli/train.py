@@ -1,8 +1,9 @@
 """`colajax train --config experiments/X.py[:arg] --workdir DIR [--config.a.b=v ...]`.
 
 Runs `config.stage` (all, or one stage of the family: vae | prior | lm) into DIR and resumes
-automatically from DIR's newest readable checkpoint. Exit status: 0 when done or preempted (SIGTERM: saved, rerun to resume),
-1 on bad input or a non-finite loss (message on stderr, no traceback).
+automatically from DIR's newest readable checkpoint. Exit status: 0 when done or preempted
+(SIGTERM: saved, rerun to resume), 1 on bad input or a non-finite loss (message on stderr, no
+traceback).
 
 Multi-host: every process of a TPU pod slice, SLURM step or COLAJAX_COORDINATOR job runs the
 same command; jax.distributed starts by itself (`--distributed auto|on|off`, colajax.distributed).
