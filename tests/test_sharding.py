@@ -74,6 +74,7 @@ def test_sharded_state_init(prior_222):
     shd.assert_sufficiently_sharded(state.params, setup.mesh, 4096)
 
 
+@pytest.mark.slow  # ~40 s; sharded == unsharded steps are in test_trainer (default suite)
 def test_step_runs_sharded(prior_222):
     from colajax.train.data import SyntheticTokens
 

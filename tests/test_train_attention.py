@@ -88,6 +88,7 @@ def test_training_attention_bf16_gradients_close_to_dense():
         assert np.abs(a - b).max() <= 2**-5 * np.abs(b).max(), np.abs(a - b).max()
 
 
+@pytest.mark.slow  # ~1 min; the fast path's values and gradients = dense: default suite
 def test_padding_rows_output_zero_and_vjp_matches_own_forward():
     """Rows that see no key output 0, and the custom VJP is the derivative of the forward pass
     even with a cotangent on those rows (the flash-style recomputation must agree)."""
