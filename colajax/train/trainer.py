@@ -252,6 +252,14 @@ def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, budget, st
             eta = host.get("step_time", 0.0) * (total - at) if "step_time" in host else None
             log(f"[{name}] " + metrics_lib.format_line(at, total, host, eta))
 
+    evaluating = eval_batches is not None and tr.eval_every > 0
+
+    def evaluate(at):
+        nonlocal evals, evaluated_at
+        evals, evaluated_at = _evaluate(setup, state, eval_batches), at
+        writer.write(at, evals, prefix="eval")
+        log(f"[{name}] eval " + metrics_lib.format_line(at, total, evals))
+
     def save(at):
         nonlocal saved_at
         drain()  # never checkpoint a state whose loss has not been checked
@@ -280,19 +288,10 @@ def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, budget, st
                 stop = ckpt.reached_preemption(step) or stop
             if step % tr.ckpt_every == 0 or step in budget.steps or stop:
                 save(step)
-            if (
-                eval_batches is not None
-                and tr.eval_every > 0
-                and (
-                    step % tr.eval_every == 0 or step in budget.steps  # held-out loss per budget
-                )
-            ):
+            if evaluating and (step % tr.eval_every == 0 or step in budget.steps):
                 drain()
-                evals = _evaluate(setup, state, eval_batches)
-                writer.write(step, evals, prefix="eval")
-                log(f"[{name}] eval " + metrics_lib.format_line(step, total, evals))
+                evaluate(step)  # every eval_every steps and at every budget step
                 tput.reset()
-                evaluated_at = step
             if stop:
                 ckpt.wait()
                 who = f" process {jax.process_index()}/{jax.process_count()}:"
@@ -307,10 +306,8 @@ def _loop(setup, state, train_iter, eval_batches, ckpt, writer, tput, budget, st
                 ckpt.wait()
                 return {"status": "stopped", "step": step, "metrics": last, "eval": evals}
         drain()
-        if eval_batches is not None and tr.eval_every > 0 and evaluated_at != step:
-            evals = _evaluate(setup, state, eval_batches)  # held-out losses at the end too
-            writer.write(step, evals, prefix="eval")
-            log(f"[{name}] eval " + metrics_lib.format_line(step, total, evals))
+        if evaluating and evaluated_at != step:
+            evaluate(step)  # held-out losses at the end too
         if saved_at != step:
             save(step)
         ckpt.wait()
