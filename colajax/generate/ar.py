@@ -147,16 +147,14 @@ def generate(
     ids = np.full((n, lp), scfg.pad_id, np.int32)
     for i, p in enumerate(prompts):
         ids[i, : len(p)] = p
-    rows = batching.padded_rows(n, batch_sharding)
-    put = batching.Placer(batch_sharding)
-    seeds_B = batching.sample_seeds(seed, seeds, n)[rows]
+    put = batching.Placer(batch_sharding, n)
     eos = -1 if scfg.eos_id is None else scfg.eos_id  # host-side settings leave the static key
     core_cfg = dataclasses.replace(scfg, pad_id=0, eos_id=None, truncate_at_eos=False)
     toks, steps = _generate_core(
-        lm_params(params), put.batch(ids[rows]), put.batch(lengths[rows]), put.batch(seeds_B),
+        lm_params(params), put.batch(ids), put.batch(lengths), put.seeds(seed, seeds),
         put.shared_value(np.int32(eos)), cfg=cfg, scfg=core_cfg,
     )  # fmt: skip
-    toks, steps = batching.to_host(toks)[:n], int(batching.to_host(steps))
+    toks, steps = put.host(toks), int(batching.to_host(steps))
     generated = []
     for row in toks:
         out = row[:steps].tolist()

@@ -56,11 +56,16 @@ def padded_rows(n: int, sharding: NamedSharding | None) -> np.ndarray:
 
 
 class Placer:
-    """Puts host arrays on the devices of a batch sharding (or leaves them to jit without)."""
+    """Puts host arrays on the devices of a batch sharding (or leaves them to jit without).
 
-    def __init__(self, sharding: NamedSharding | None):
+    Given the batch size `n`, per-sample arrays [n, ...] are padded to the data-parallel
+    multiple (`padded_rows`) as they are placed, and `host` drops the padding rows again."""
+
+    def __init__(self, sharding: NamedSharding | None, n: int | None = None):
         self.rows = sharding
         self.shared = None if sharding is None else NamedSharding(sharding.mesh, PartitionSpec())
+        self.n = n
+        self.index = None if n is None else padded_rows(n, sharding)
 
     def _put(self, host: np.ndarray, sharding: NamedSharding | None):
         if sharding is None:
@@ -71,8 +76,13 @@ class Placer:
         return jax.make_array_from_process_local_data(sharding, host, host.shape)
 
     def batch(self, host) -> jax.Array:
-        """A per-sample array [B, ...] (B already padded), rows over the data-parallel axes."""
-        return self._put(np.asarray(host), self.rows)
+        """A per-sample array, rows over the data-parallel axes (padded when `n` is given)."""
+        host = np.asarray(host)
+        return self._put(host if self.index is None else host[self.index], self.rows)
+
+    def seeds(self, seed: int, seeds) -> jax.Array:
+        """The placed uint32 per-sample seeds (`sample_seeds`) of the `n` samples."""
+        return self.batch(sample_seeds(seed, seeds, self.n))
 
     def shared_value(self, host) -> jax.Array:
         """An array every device holds whole (scalars, schedules)."""
@@ -81,6 +91,11 @@ class Placer:
     def reshard(self, array: jax.Array) -> jax.Array:
         """A device array [B, ...] (e.g. drawn noise) onto the batch sharding."""
         return array if self.rows is None else jax.device_put(array, self.rows)
+
+    def host(self, array) -> np.ndarray | None:
+        """An output's value on this process without the padding rows (None stays None)."""
+        out = to_host(array)
+        return out if out is None or self.n is None else out[: self.n]
 
 
 def to_host(array) -> np.ndarray | None:

@@ -330,32 +330,30 @@ def generate(
         noise = np.asarray(noise, np.float32)  # host copy: runs on whatever devices params use
         if noise.shape != want:
             raise ValueError(f"noise has shape {noise.shape}, expected {want} [B, blocks, bs, C].")
-    rows = batching.padded_rows(n, batch_sharding)
-    put = batching.Placer(batch_sharding)
-    seeds = put.batch(batching.sample_seeds(seed, seeds, n)[rows])
+    put = batching.Placer(batch_sharding, n)
+    seeds = put.seeds(seed, seeds)
     if noise is None:
         noise = put.reshard(draw_noise(seeds, n_blocks, (bs, dit_cfg.txt_in_channels)))
     else:
-        noise = put.batch(noise[rows])
+        noise = put.batch(noise)
     eos = -1 if scfg.eos_id is None else scfg.eos_id  # host-side settings leave the static key
     core_cfg = dataclasses.replace(scfg, pad_id=0, eos_id=None, truncate_at_eos=False)
     toks, lats, logs, k = _generate_core(
-        params, put.batch(ids[rows]), put.batch(lengths[rows]), seeds,
+        params, put.batch(ids), put.batch(lengths), seeds,
         put.shared_value(np.int32(eos)), noise,
         vae_cfg=vae_cfg, dit_cfg=dit_cfg, scfg=core_cfg, return_logits=return_logits,
     )  # fmt: skip
-    toks, k = batching.to_host(toks)[:n], int(batching.to_host(k))
+    toks, k = put.host(toks), int(batching.to_host(k))
     generated = []
     for i, length in enumerate(lengths):
         out = toks[i, :k].reshape(-1)[int(length % bs) :][: scfg.max_new_tokens].tolist()
         if scfg.truncate_at_eos and scfg.eos_id is not None and scfg.eos_id in out:
             out = out[: out.index(scfg.eos_id)]
         generated.append(out)
-    logs = batching.to_host(logs)
     return Generation(
         generated=generated,
         tokens=toks,
-        latents=batching.to_host(lats)[:n],
-        logits=None if logs is None else logs[:n],
+        latents=put.host(lats),
+        logits=put.host(logs),
         blocks_run=k,
     )

@@ -200,23 +200,21 @@ def generate(
         ids[i, p - len(q) : p] = q
     seg = (col >= start).astype(np.int32)
     pos = np.where(col >= start, col - start, 0).astype(np.int32)
-    rows = batching.padded_rows(b, batch_sharding)
-    put = batching.Placer(batch_sharding)
-    seeds_B = batching.sample_seeds(seed, seeds, b)[rows]
+    put = batching.Placer(batch_sharding, b)
     sched = np.zeros(g, np.int32)  # steps_per_block <= block <= g
     sched[: scfg.steps_per_block] = scfg.transfer_schedule()
     shared = [np.int32(scfg.n_steps), np.int32(scfg.steps_per_block), np.int32(scfg.block)]
     toks, when = _generate_core(
-        lm_params(params), put.batch(ids[rows]), put.batch(pos[rows]), put.batch(seg[rows]),
-        put.batch(seeds_B), *map(put.shared_value, shared), put.shared_value(sched),
+        lm_params(params), put.batch(ids), put.batch(pos), put.batch(seg),
+        put.seeds(seed, seeds), *map(put.shared_value, shared), put.shared_value(sched),
         put.shared_value(np.float32(scfg.temperature)),
         cfg=cfg, gen_len=g, remasking=scfg.remasking, sample=scfg.temperature > 0,
     )  # fmt: skip
-    toks = batching.to_host(toks)[:b]
+    toks = put.host(toks)
     generated = []
     for row in toks:
         out = row.tolist()
         if scfg.truncate_at_eos and scfg.eos_id is not None and scfg.eos_id in out:
             out = out[: out.index(scfg.eos_id)]
         generated.append(out)
-    return LLaDAGeneration(generated=generated, tokens=toks, unmask_step=batching.to_host(when)[:b])
+    return LLaDAGeneration(generated=generated, tokens=toks, unmask_step=put.host(when))
