@@ -29,12 +29,32 @@ TRAIN = [
 GEN = ["--max-new-tokens", "4", "--tokenizer", TOKENIZER]
 
 
+# Task records in the same schema, for a checkout without the fixtures next to it.
+FALLBACK = {
+    "lambada": [
+        {"question": "The waters covered the earth and every living thing did", "answer": "drown"},
+        {"question": "In the beginning God created the heaven and the", "answer": "earth"},
+    ],
+    "obqa": [
+        {"question": "Which is grown without synthetic pesticides?", "answer": "Organic corn",
+         "choices": ["Organic corn", "Conventional corn", "Plastic corn", "Stone corn"]},
+        {"question": "What gives light by day?", "answer": "The sun",
+         "choices": ["The moon", "The sun", "A stone", "Water"]},
+    ],
+}  # fmt: skip
+
+
 def fixture_task_data(out: pathlib.Path) -> pathlib.Path:
-    """The official fixture rows of `TASKS` as task data (question / choices / answer)."""
+    """The official fixture rows of `TASKS` as task data (question / choices / answer); the
+    `FALLBACK` records where the fixtures are not next to the checkout."""
     from colajax.eval.templates import few_shot_prefix, format_options
 
     out.mkdir(parents=True, exist_ok=True)
     for task in TASKS.split(","):
+        if not (FIXTURES / f"{task}.jsonl").is_file():  # a clone without ../shared
+            records = FALLBACK[task]
+            (out / f"{task}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in records))
+            continue
         rows = [json.loads(x) for x in (FIXTURES / f"{task}.jsonl").read_text().splitlines()]
         records = []
         for r in rows:
